@@ -1,0 +1,47 @@
+"""`pinet model ...`: create fresh checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pinet.cli.common import fail, require_extra, stderr
+
+app = typer.Typer(help="Create PINet checkpoints.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    variant: str = typer.Option(..., "--variant", "-v", help="pinet_r50 (paper), pinet_r18, pinet_lite0"),
+    stage: int = typer.Option(2, "--stage", "-s", min=1, max=2, help="1 = pair pre-training net, 2 = scorer"),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write (.safetensors)"),
+    init: str = typer.Option("auto", help="Backbone init: auto (ImageNet where available), imagenet, random, "
+                                          "or a path to a local weights file"),
+    seed: int = typer.Option(0, help="Seed for the randomly initialised parts"),
+) -> None:
+    """Write a fresh, self-describing checkpoint."""
+    require_extra("train", "model create")
+    import torch
+
+    from pinet.checkpoint import save_checkpoint
+    from pinet.models import create_model, default_preprocessing, list_models
+
+    if variant not in list_models():
+        raise fail(f"unknown variant {variant!r}; valid variants: {', '.join(list_models())}", 2)
+    torch.manual_seed(seed)
+    used_init = init
+    try:
+        if init == "auto":
+            try:
+                model, used_init = create_model(variant, stage, init="imagenet"), "imagenet"
+            except RuntimeError as err:
+                stderr.print(f"[yellow]warning:[/] ImageNet weights unavailable ({err}); using random init")
+                model, used_init = create_model(variant, stage, init="random"), "random"
+        else:
+            model = create_model(variant, stage, init=init)
+    except (RuntimeError, FileNotFoundError, ValueError) as err:
+        raise fail(str(err)) from None
+    save_checkpoint(out, model, default_preprocessing(variant),
+                    training={"backbone_init": used_init, "seed": seed, "trained": False})
+    stderr.print(f"wrote {out} ({variant}, stage {stage}, backbone init {used_init})")
