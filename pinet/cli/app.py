@@ -9,8 +9,14 @@ from __future__ import annotations
 import typer
 
 from pinet import __version__
+from pinet.cli import bench as bench_cli
+from pinet.cli import data as data_cli
+from pinet.cli import evaluate as evaluate_cli
+from pinet.cli import export as export_cli
 from pinet.cli import info as info_cli
 from pinet.cli import model as model_cli
+from pinet.cli import score as score_cli
+from pinet.cli import train as train_cli
 
 app = typer.Typer(
     name="pinet",
@@ -19,8 +25,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(model_cli.app, name="model")
+app.command("score")(score_cli.score)
+app.command("export")(export_cli.export)
 app.command("info")(info_cli.info)
+app.command("eval")(evaluate_cli.evaluate)
+app.command("bench")(bench_cli.bench)
+app.add_typer(model_cli.app, name="model")
+app.add_typer(data_cli.app, name="data")
+app.add_typer(train_cli.app, name="train")
 
 
 def _version(value: bool) -> None:

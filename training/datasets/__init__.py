@@ -1,0 +1,1 @@
+"""Loaders for human-rated IQA datasets in their published layouts."""
