@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from rich.markup import escape
+
 from pinet.cli.common import fail, require_extra, stderr
 
 app = typer.Typer(help="Create PINet checkpoints.", no_args_is_help=True)
@@ -36,7 +38,7 @@ def create(
             try:
                 model, used_init = create_model(variant, stage, init="imagenet"), "imagenet"
             except RuntimeError as err:
-                stderr.print(f"[yellow]warning:[/] ImageNet weights unavailable ({err}); using random init")
+                stderr.print(f"[yellow]warning:[/] ImageNet weights unavailable ({escape(str(err))}); using random init")
                 model, used_init = create_model(variant, stage, init="random"), "random"
         else:
             model = create_model(variant, stage, init=init)

