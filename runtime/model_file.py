@@ -1,0 +1,201 @@
+"""Reading an exported PINet ONNX file: its metadata, its identity and the bundled defaults.
+
+Only onnxruntime reads the file (no onnx package, no torch), so this works in the base install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
+
+from pinet_runtime import metadata as keys
+from pinet_runtime.preprocess import Preprocessing
+
+PRECISIONS = ("fp32", "fp16", "int8")
+# Written by some exporters; shown on the card when present, never required.
+OPTIONAL_PARAMETERS_KEY = "pinet.parameters"
+_DEFAULT_MODEL_NAMES = {"fp32": "default.onnx", "int8": "default.int8.onnx"}
+
+
+# onnxruntime's load failures are its own Exception subclasses (not RuntimeError); the names vary a
+# little between releases, hence getattr.
+_ORT_LOAD_ERRORS = tuple(getattr(_ort_state, name) for name in (
+    "Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NoModel", "NotFound",
+    "NotImplemented", "RuntimeException", "EPFail", "EngineError", "ModelRequiresCompilation")
+    if isinstance(getattr(_ort_state, name, None), type)) + (RuntimeError, ValueError, OSError)
+
+
+class ModelFileError(ValueError):
+    """A model file cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple  # ints for fixed axes, strings (symbolic names) or None for dynamic ones
+    element_type: str  # onnxruntime's spelling, e.g. "tensor(float)"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the runtime knows about an exported model, all read from the file itself."""
+
+    path: Path
+    preprocessing: Preprocessing
+    score_meaning: dict  # {"name", "range", "higher_is_better"}
+    variant: str
+    stage: int
+    precision: str
+    calibration: dict | None  # None for fp32/fp16 ("none" in the file)
+    source_sha256: str
+    pinet_version: str
+    export_date: str
+    format_version: int
+    model_config: dict
+    input: TensorInfo
+    output: TensorInfo
+    parameters: int | None = None
+    extra_metadata: dict = field(default_factory=dict)  # keys outside REQUIRED_KEYS
+
+    @property
+    def higher_is_better(self) -> bool:
+        return bool(self.score_meaning.get("higher_is_better", True))
+
+
+def load_session(path: str | os.PathLike, options: ort.SessionOptions | None = None,
+                 providers: list | None = None) -> ort.InferenceSession:
+    """Open the file with onnxruntime, turning its failures into ModelFileError."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(path, "no such file")
+    if not path.is_file():
+        raise ModelFileError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise ModelFileError(path, "empty file (0 bytes)")
+    try:
+        return ort.InferenceSession(str(path), sess_options=options,
+                                    providers=providers or ["CPUExecutionProvider"])
+    except _ORT_LOAD_ERRORS as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelFileError(path, f"not an ONNX model onnxruntime can load ({first_line})") from None
+
+
+def read_model_info(path: str | os.PathLike) -> ModelInfo:
+    """Read and check a model's PINet metadata. Raises ModelFileError naming what is wrong."""
+    options = ort.SessionOptions()
+    # Only the metadata is wanted: skip the graph optimisation work.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return model_info_from_session(path, load_session(path, options))
+
+
+def model_info_from_session(path: str | os.PathLike, session: ort.InferenceSession) -> ModelInfo:
+    """The ModelInfo of an already opened session (the Scorer opens the file only once)."""
+    path = Path(path)
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    missing = [key for key in keys.REQUIRED_KEYS if not props.get(key)]
+    if missing:
+        raise ModelFileError(path, "not an exported PINet model: metadata keys missing: " + ", ".join(missing))
+
+    format_version = _parse_int(path, props, keys.FORMAT_VERSION)
+    if format_version > keys.ONNX_FORMAT_VERSION:
+        raise ModelFileError(path, f"ONNX format version {format_version} is newer than this runtime's "
+                                   f"{keys.ONNX_FORMAT_VERSION}; upgrade pinet-iqa")
+    try:
+        preprocessing = Preprocessing.from_dict(_parse_json(path, props, keys.PREPROCESSING))
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(path, f"metadata {keys.PREPROCESSING} is not usable ({err})") from None
+    score_meaning = _parse_json(path, props, keys.SCORE_MEANING)
+    model_config = _parse_json(path, props, keys.MODEL_CONFIG)
+    calibration_text = props[keys.CALIBRATION]
+    calibration = None if calibration_text == "none" else _parse_json(path, props, keys.CALIBRATION)
+    precision = props[keys.PRECISION]
+    if precision not in PRECISIONS:
+        raise ModelFileError(path, f"metadata {keys.PRECISION} is {precision!r}, not one of {PRECISIONS}")
+
+    model_input = _tensor(path, session.get_inputs(), keys.INPUT_NAME, "input")
+    model_output = _tensor(path, session.get_outputs(), keys.OUTPUT_NAME, "output")
+    _check_input_shape(path, model_input, preprocessing)
+    parameters = _parse_int(path, props, OPTIONAL_PARAMETERS_KEY) if props.get(OPTIONAL_PARAMETERS_KEY) else None
+    return ModelInfo(
+        path=path, preprocessing=preprocessing, score_meaning=score_meaning,
+        variant=props[keys.VARIANT], stage=_parse_int(path, props, keys.STAGE), precision=precision,
+        calibration=calibration, source_sha256=props[keys.SOURCE_SHA256],
+        pinet_version=props[keys.PINET_VERSION], export_date=props[keys.EXPORT_DATE],
+        format_version=format_version, model_config=model_config,
+        input=model_input, output=model_output, parameters=parameters,
+        extra_metadata={k: v for k, v in props.items() if k not in keys.REQUIRED_KEYS},
+    )
+
+
+def _parse_json(path: Path, props: dict, key: str) -> dict:
+    try:
+        value = json.loads(props[key])
+    except json.JSONDecodeError as err:
+        raise ModelFileError(path, f"metadata {key} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ModelFileError(path, f"metadata {key} should be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _parse_int(path: Path, props: dict, key: str) -> int:
+    try:
+        return int(props[key])
+    except ValueError:
+        raise ModelFileError(path, f"metadata {key} should be an integer, got {props[key]!r}") from None
+
+
+def _tensor(path: Path, nodes: list, wanted: str, kind: str) -> TensorInfo:
+    names = [node.name for node in nodes]
+    for node in nodes:
+        if node.name == wanted:
+            return TensorInfo(node.name, tuple(node.shape), node.type)
+    raise ModelFileError(path, f"the model has no {kind} named {wanted!r} (its {kind}s: {names})")
+
+
+def _check_input_shape(path: Path, model_input: TensorInfo, prep: Preprocessing) -> None:
+    shape = model_input.shape
+    if len(shape) != 4:
+        raise ModelFileError(path, f"input {model_input.name!r} should be [batch, 3, S, S], got {list(shape)}")
+    expected = (3, prep.crop_size, prep.crop_size)
+    for axis, (actual, wanted) in enumerate(zip(shape[1:], expected), start=1):
+        if isinstance(actual, int) and actual != wanted:
+            raise ModelFileError(path, f"input {model_input.name!r} axis {axis} is {actual} but the stored "
+                                       f"preprocessing makes {list(expected)} crops")
+
+
+def default_model_path(precision: str = "int8") -> Path:
+    """The bundled default model of this precision ("int8" for CPUs, "fp32" for CUDA)."""
+    if precision not in _DEFAULT_MODEL_NAMES:
+        raise ValueError(f"no bundled default for precision {precision!r}; choose one of {sorted(_DEFAULT_MODEL_NAMES)}")
+    resource = resources.files("pinet_runtime").joinpath("assets", _DEFAULT_MODEL_NAMES[precision])
+    path = Path(str(resource))
+    if not resource.is_file():
+        raise ModelFileError(path, "no bundled default model in this install; pass --model FILE")
+    return path
+
+
+def onnx_card(path: str | os.PathLike) -> dict:
+    """The card `pinet info FILE.onnx` prints: identity, preprocessing, meaning and shapes."""
+    info = read_model_info(path)
+    return {
+        "file": str(info.path), "kind": "onnx", "variant": info.variant, "stage": info.stage,
+        "precision": info.precision, "parameters": info.parameters,
+        "preprocessing": info.preprocessing.to_dict(), "score_meaning": info.score_meaning,
+        "calibration": info.calibration if info.calibration is not None else "none",
+        "source_checkpoint_sha256": info.source_sha256, "pinet_version": info.pinet_version,
+        "export_date": info.export_date, "onnx_format_version": info.format_version,
+        "file_size_bytes": info.path.stat().st_size,
+        "input": {"name": info.input.name, "shape": list(info.input.shape), "type": info.input.element_type},
+        "output": {"name": info.output.name, "shape": list(info.output.shape), "type": info.output.element_type},
+    }
