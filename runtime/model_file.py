@@ -40,6 +40,10 @@ class ModelFileError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class NoDefaultModelError(ModelFileError):
+    """This install carries no bundled default model (the caller must name a model file)."""
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     name: str
@@ -181,7 +185,7 @@ def default_model_path(precision: str = "int8") -> Path:
     resource = resources.files("pinet_runtime").joinpath("assets", _DEFAULT_MODEL_NAMES[precision])
     path = Path(str(resource))
     if not resource.is_file():
-        raise ModelFileError(path, "no bundled default model in this install; pass --model FILE")
+        raise NoDefaultModelError(path, "no bundled default model in this install; pass --model FILE")
     return path
 
 
