@@ -1,0 +1,65 @@
+"""User-described data: a generic CSV with a declared scale, and the stage-1 synthetic pseudo-MOS set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pinet_training.datasets.common import (
+    DatasetError, IQADataset, ScoreScale, make_dataset, parse_float, require_file, require_root,
+)
+from pinet_training.datasets.tables import read_csv_table
+
+GENERIC_CSV_NAME = "scores.csv"
+SYNTHETIC_MANIFEST_NAME = "manifest.csv"
+PSEUDO_SCORE_SCALE = ScoreScale(low=0.0, high=1.0, higher_is_better=True, label="pseudo-MOS (0-1)")
+
+
+@dataclass(frozen=True)
+class CsvScale:
+    """What a generic CSV's ``score`` column means; the file itself cannot say."""
+
+    low: float
+    high: float
+    higher_is_better: bool
+
+    def to_scale(self) -> ScoreScale:
+        return ScoreScale(low=self.low, high=self.high, higher_is_better=self.higher_is_better,
+                          label=f"score ({self.low:g}-{self.high:g}, "
+                                f"{'higher' if self.higher_is_better else 'lower'} is better)")
+
+
+def load_generic_csv(root: Path | str, scale: CsvScale) -> IQADataset:
+    """A CSV with header ``path,score[,reference]``. ``root`` is the CSV file itself or a folder
+    holding ``scores.csv``; relative paths are resolved against the CSV's folder. With a non-empty
+    ``reference`` column the set is treated as synthetic and grouped by reference; without, every
+    image is its own group (authentic)."""
+    root = Path(root).expanduser()
+    if root.is_file():
+        labels = root
+    else:
+        labels = require_file(require_root(root, "generic CSV"), [GENERIC_CSV_NAME], "generic score file")
+    table = read_csv_table(labels, ["path", "score"])
+    has_reference = bool(table) and all(row.get("reference") for row in table)
+    rows = []
+    for line, row in enumerate(table, start=2):
+        if not row["path"]:
+            raise DatasetError(labels, f"line {line}: empty path")
+        path = Path(row["path"]).expanduser()
+        path = path if path.is_absolute() else labels.parent / path
+        group = row["reference"] if has_reference else row["path"]
+        rows.append((path, parse_float(row["score"], labels, line), group))
+    content = "synthetic" if has_reference else "authentic"
+    return make_dataset(labels.stem, labels.parent, rows, scale.to_scale(), content, labels)
+
+
+def load_synthetic(root: Path | str) -> IQADataset:
+    """The stage-1 synthetic set: ``<root>/manifest.csv`` with header file, reference, reference_file,
+    distortion, distortion_class, class_index, level, seed, pseudo_score, split. Only file,
+    reference and pseudo_score (0-1, higher is better) are needed here; the split column is
+    optional and ignored (the protocol makes its own splits by reference)."""
+    root = require_root(root, "synthetic pseudo-MOS")
+    labels = require_file(root, [SYNTHETIC_MANIFEST_NAME], "synthetic-set manifest")
+    rows = [(root / row["file"], parse_float(row["pseudo_score"], labels, line), row["reference"])
+            for line, row in enumerate(read_csv_table(labels, ["file", "reference", "pseudo_score"]), start=2)]
+    return make_dataset("synthetic", root, rows, PSEUDO_SCORE_SCALE, "synthetic", labels)

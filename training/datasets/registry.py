@@ -1,0 +1,47 @@
+"""``load_dataset(name, root)``: one entry point for every supported dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from pinet_training.datasets.authentic import load_clive, load_koniq10k, load_spaq
+from pinet_training.datasets.common import IQADataset
+from pinet_training.datasets.generic import CsvScale, load_generic_csv, load_synthetic
+from pinet_training.datasets.synthetic import load_csiq, load_kadid10k, load_live, load_tid2013
+
+_LOADERS: dict[str, Callable[[Path | str], IQADataset]] = {
+    "koniq10k": load_koniq10k,
+    "clive": load_clive,
+    "spaq": load_spaq,
+    "kadid10k": load_kadid10k,
+    "live": load_live,
+    "csiq": load_csiq,
+    "tid2013": load_tid2013,
+    "synthetic": load_synthetic,
+}
+DATASET_NAMES: tuple[str, ...] = (*_LOADERS, "csv")
+
+
+class UnknownDatasetError(ValueError):
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+
+
+def load_dataset(name: str, root: Path | str, csv_scale: CsvScale | None = None) -> IQADataset:
+    """Load dataset ``name`` from ``root`` in its published layout.
+
+    ``csv_scale`` is required for ``name="csv"`` (the file cannot declare its own scale) and
+    refused for the others (their scale is part of the published dataset).
+    """
+    key = name.strip().lower()
+    if key == "csv":
+        if csv_scale is None:
+            raise ValueError("the 'csv' dataset needs its score range and direction declared (csv_scale)")
+        return load_generic_csv(root, csv_scale)
+    if key not in _LOADERS:
+        raise UnknownDatasetError(name)
+    if csv_scale is not None:
+        raise ValueError(f"csv_scale only applies to the 'csv' dataset, not {name!r}")
+    return _LOADERS[key](root)
