@@ -7,6 +7,7 @@ openpyxl and scipy are imported inside the functions (they belong to the ``train
 from __future__ import annotations
 
 import csv
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -55,7 +56,7 @@ def read_xlsx_table(path: Path, required: Sequence[str], preferred_sheet: str | 
 
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
-    except (InvalidFileException, OSError, KeyError, ValueError) as error:
+    except (InvalidFileException, zipfile.BadZipFile, OSError, KeyError, ValueError) as error:
         raise DatasetError(path, f"is not a readable .xlsx workbook ({error})") from None
     wanted = [name.strip().lower() for name in required]
     sheets = list(workbook.worksheets)
