@@ -315,7 +315,7 @@ class StepProgress:
 class LoopPlan:
     total_steps: int
     steps_per_epoch: int
-    checkpoint_every: int               # also saved at every epoch end and at the last step
+    checkpoint_every: int               # also saved at the last step
     best_metric: str                    # key of the validation dict that picks best.safetensors
     higher_is_better: bool = True
 
@@ -367,6 +367,6 @@ def fit(run: TrainingRun, plan: LoopPlan, batches: Iterable, step_fn: Callable[[
                 if better and not math.isnan(value):
                     state.best_metric, state.best_step = float(value), state.step
                     run.save(run.best_path, with_optimizer=False)
-            if epoch_end or final or state.step % plan.checkpoint_every == 0:
+            if final or state.step % plan.checkpoint_every == 0:
                 run.save(run.last_path)
     return state
