@@ -1,0 +1,101 @@
+"""report.json (machine-readable) and report.md (for people), written atomically."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pinet import __version__
+from pinet_export.config import REPORT_JSON, REPORT_MD
+from pinet_export.convert import publish, temporary_path
+
+CROP_AVERAGING_NOTE = ("The ONNX model outputs one score per crop; the image score is the mean over the "
+                       "contract's crops, computed by the runtime (pinet_runtime), not inside the graph.")
+
+
+def build_report(*, checkpoint, checkpoint_sha256, model_config, prep, settings, conversion, calibration,
+                 validations, files, latency_ms, cpu_flags, photo_skips, skipped_steps, parity_photo_count,
+                 machine, seconds) -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {
+        "pinet_version": __version__,
+        "date": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "checkpoint": {"path": str(checkpoint), "sha256": checkpoint_sha256, "variant": model_config.variant},
+        "model": {"input": f"crops float32 [{settings.batch or 'batch'}, 3, {prep.crop_size}, {prep.crop_size}]",
+                  "output": f"scores float32 [{settings.batch or 'batch'}]", "crops_per_image": prep.num_crops,
+                  "crop_layout": prep.crop_layout, "note": CROP_AVERAGING_NOTE},
+        "passed": all(v.passed for v in validations) and not skipped_steps,
+        "validated": settings.validate,
+        "steps": [v.to_dict() for v in validations],
+        "skipped_steps": [f"{step}: skipped because the FP32 export failed" for step in skipped_steps],
+        "files": {precision: {"path": path, "bytes": Path(path).stat().st_size} for precision, path in files.items()},
+        "conversion": conversion,
+        "calibration": calibration,
+        "latency_ms_per_image": {"batch": settings.batch or prep.num_crops, "runs": 5, "statistic": "median",
+                                 "provider": "CPUExecutionProvider", **latency_ms},
+        "parity_photos": parity_photo_count,
+        "unreadable_photos": photo_skips,
+        "environment": {"cpu_flags": cpu_flags, "machine": machine, "onnxruntime": onnxruntime.__version__,
+                        "onnx": onnx.__version__, "torch": torch.__version__},
+        "seconds": seconds,
+    }
+
+
+def _figure(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def render_markdown(report: dict) -> str:
+    lines = [f"# PINet export report ({report['checkpoint']['variant']})", "",
+             f"Result: **{'PASSED' if report['passed'] else 'FAILED'}**"
+             + ("" if report["validated"] else " (validation skipped with --no-validate)"), "",
+             f"- checkpoint: `{report['checkpoint']['path']}` (sha256 `{report['checkpoint']['sha256'][:16]}...`)",
+             f"- input: {report['model']['input']}; output: {report['model']['output']}",
+             f"- {report['model']['note']} ({report['model']['crops_per_image']} crops, "
+             f"layout `{report['model']['crop_layout']}`)"]
+    conv = report["conversion"]
+    if conv:
+        lines.append(f"- exporter: {conv['exporter']}, opset {conv['opset']}, nodes {conv['nodes_exported']} "
+                     f"exported -> {conv['nodes_simplified']} after onnxsim, {conv['export_seconds']} s")
+    env = report["environment"]
+    flags = ", ".join(name for name, present in env["cpu_flags"].items() if present) or "none detected"
+    lines += [f"- onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, torch {env['torch']}; CPU flags: {flags}",
+              "", "## Files", "", "| precision | file | size (MB) | CPU latency per image (ms) |", "|---|---|---|---|"]
+    latency = report["latency_ms_per_image"]
+    for precision, info in report["files"].items():
+        lines.append(f"| {precision} | {Path(info['path']).name} | {info['bytes'] / 1e6:.2f} | "
+                     f"{_figure(latency.get(precision))} |")
+    lines += ["", f"Latency: median of {latency['runs']} runs, batch {latency['batch']} (one image's crops), "
+                  f"{latency['provider']}.", "", "## Validation", ""]
+    for step in report["steps"]:
+        lines.append(f"### {step['step']}: {'passed' if step['passed'] else 'FAILED'}")
+        lines += [f"- {name}: {_figure(value)}" for name, value in step["figures"].items()]
+        lines += [f"- FAILURE: {problem}" for problem in step["failures"]]
+        lines += [f"- note: {note}" for note in step["notes"]]
+        lines.append("")
+    lines += [f"- {note}" for note in report["skipped_steps"]]
+    if report["calibration"]:
+        lines += ["## INT8 calibration", ""] + [f"- {k}: {_figure(v)}" for k, v in report["calibration"].items()]
+    if report["unreadable_photos"]:
+        lines += ["", "## Unreadable photos (skipped)", ""] + [f"- {p}" for p in report["unreadable_photos"]]
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = temporary_path(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_reports(report: dict, out_dir: Path) -> None:
+    _write_text(out_dir / REPORT_JSON, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    _write_text(out_dir / REPORT_MD, render_markdown(report))
