@@ -1,8 +1,64 @@
-"""`pinet ...`: Evaluate a checkpoint on a dataset (issue 4). Placeholder until its issue lands."""
+"""`pinet eval`: score a fine-tuned checkpoint on a dataset (its recorded test split, or all of it)."""
 
-from pinet.cli.common import fail
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pinet.cli.common import fail, require_extra, stderr
 
 
-def evaluate() -> None:
-    """Evaluate a checkpoint on a dataset (issue 4): not implemented yet."""
-    raise fail("not implemented yet")
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="A stage-2 checkpoint (e.g. RUN/best.safetensors)"),
+    dataset: str = typer.Option(..., "--dataset", help="koniq10k, clive, spaq, kadid10k, live, csiq, tid2013, "
+                                "csv or synthetic"),
+    root: Path = typer.Option(..., "--root", help="Dataset root in its published layout"),
+    split: str = typer.Option("test", "--split", help="test: the test split recorded by `pinet train finetune` "
+                              "(same dataset only); all: every image (cross-dataset test)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for eval.json, report.json, report.md "
+                                       "(default: CKPT's folder/eval_<dataset>_<split>)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass (default: the "
+                                             "one fine-tuning used, so its test SRCC is reproduced exactly)"),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all CPUs)"),
+    csv_range: Optional[str] = typer.Option(None, "--csv-range", help="--dataset csv: native score range LOW,HIGH"),
+    csv_lower_is_better: bool = typer.Option(False, "--csv-lower-is-better", help="--dataset csv: lower is better"),
+) -> None:
+    """Evaluate a checkpoint: SRCC, KRCC, PLCC, RMSE over the contract's fixed crops."""
+    if split not in ("test", "all"):
+        raise fail(f"--split must be test or all, got {split!r}", code=2)
+    require_extra("train", "eval")
+    from pinet.checkpoint import CheckpointError, read_header
+    from pinet.cli.finetune import csv_scale_from_options
+    from pinet_training.datasets import DatasetError, load_dataset
+    from pinet_training.engine import configure_threads, select_device
+    from pinet_training.evaluate import DEFAULT_EVAL_BATCH, EvaluationError, evaluate_checkpoint, write_evaluation
+
+    scale = csv_scale_from_options(dataset, csv_range, csv_lower_is_better)
+    try:
+        header = read_header(checkpoint)
+        if header.stage != 2:
+            raise fail(f"{checkpoint}: is a stage-{header.stage} checkpoint; `pinet eval` needs a fine-tuned "
+                       "(stage-2) one")
+        data = load_dataset(dataset, root, csv_scale=scale)
+        recorded = (header.training.get("test") or {}).get("eval_batch_size")
+        size = batch_size or recorded or DEFAULT_EVAL_BATCH
+        configure_threads(threads)
+        chosen_device = select_device(device)
+        evaluation = evaluate_checkpoint(checkpoint, data, split, size, str(chosen_device))
+    except (CheckpointError, DatasetError, EvaluationError, ValueError) as err:
+        raise fail(str(err)) from None
+    out_dir = out or checkpoint.resolve().parent / f"eval_{data.name}_{split}"
+    json_path, md_path = write_evaluation(evaluation, out_dir)
+    m = evaluation.metrics
+    kind = "cross-dataset" if evaluation.cross_dataset else "within-dataset"
+    stderr.print(f"{kind}: trained on {evaluation.train_dataset or 'unknown'}, tested on {data.name} "
+                 f"({split}, {m['n']} images): SRCC {m['srcc']:.4f} KRCC {m['krcc']:.4f} PLCC {m['plcc']:.4f} "
+                 f"RMSE {m['rmse']:.4f}", highlight=False)
+    for problem in evaluation.problems:
+        stderr.print(f"[yellow]skipped:[/] {problem}", highlight=False)
+    stderr.print(f"wrote {json_path} and {md_path}", highlight=False)
+    typer.echo(json.dumps(evaluation.summary()["metrics"], sort_keys=True))

@@ -1,8 +1,90 @@
-"""`pinet ...`: Stage-2 fine-tuning (issue 4). Placeholder until its issue lands."""
+"""`pinet train finetune`: stage-2 fine-tuning on a human-rated dataset, with the evaluation protocol (issue 4)."""
 
-from pinet.cli.common import fail
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pinet.cli.common import fail, require_extra, stderr
 
 
-def finetune() -> None:
-    """Stage-2 fine-tuning (issue 4): not implemented yet."""
-    raise fail("not implemented yet")
+def csv_scale_from_options(dataset: str, csv_range: Optional[str], csv_lower_is_better: bool):
+    """The generic CSV's declared scale (``--csv-range LOW,HIGH``); None for the other datasets."""
+    from pinet_training.datasets import CsvScale
+
+    if dataset.strip().lower() != "csv":
+        if csv_range is not None or csv_lower_is_better:
+            raise fail("--csv-range and --csv-lower-is-better only apply to --dataset csv", code=2)
+        return None
+    if csv_range is None:
+        raise fail("--dataset csv needs --csv-range LOW,HIGH (and --csv-lower-is-better if lower scores are better)",
+                   code=2)
+    try:
+        low, high = (float(part) for part in csv_range.split(","))
+    except ValueError:
+        raise fail(f"--csv-range must be LOW,HIGH (two numbers), got {csv_range!r}", code=2) from None
+    if not high > low:
+        raise fail(f"--csv-range needs HIGH > LOW, got {csv_range!r}", code=2)
+    return CsvScale(low=low, high=high, higher_is_better=not csv_lower_is_better)
+
+
+def finetune(
+    dataset: str = typer.Option(..., "--dataset", help="koniq10k, clive, spaq, kadid10k, live, csiq, tid2013, "
+                                "csv or synthetic (the stage-1 set made by `pinet data synth`)"),
+    root: Path = typer.Option(..., "--root", help="Dataset root in its published layout (csv: the CSV or its folder)"),
+    out: Path = typer.Option(..., "--out", help="Run folder: log.jsonl, last/best.safetensors, results.json/.md"),
+    init: str = typer.Option("none", "--init", help="Stage-1 checkpoint whose shared tensors start the model, "
+                             "or 'none' for a fresh model (measures what pre-training adds)"),
+    variant: Optional[str] = typer.Option(None, "--variant", help="pinet_lite0, pinet_r18 or pinet_r50 (needed "
+                                          "with --init none; otherwise must match the checkpoint)"),
+    backbone_init: str = typer.Option("auto", "--backbone-init", help="With --init none: auto (ImageNet if on "
+                                      "this machine, else random), imagenet or random"),
+    csv_range: Optional[str] = typer.Option(None, "--csv-range", help="--dataset csv: native score range LOW,HIGH"),
+    csv_lower_is_better: bool = typer.Option(False, "--csv-lower-is-better", help="--dataset csv: lower is better"),
+    epochs: int = typer.Option(30, "--epochs", help="Epochs per round"),
+    batch_size: int = typer.Option(24, "--batch-size", help="Crops per step"),
+    lr_backbone: float = typer.Option(1e-5, "--lr-backbone", help="Adam lr of backbone, staircase and branches"),
+    lr_head: float = typer.Option(1e-4, "--lr-head", help="Adam lr of the regressor MLP"),
+    weight_decay: float = typer.Option(1e-7, "--weight-decay", help="Adam weight decay"),
+    crops_per_image: int = typer.Option(5, "--crops-per-image", help="Random crops per training image per epoch"),
+    no_flip: bool = typer.Option(False, "--no-flip", help="No random horizontal flips"),
+    loss: str = typer.Option("l1", "--loss", help="l1 or mse, on the normalised 0-1 score"),
+    crop_size: Optional[int] = typer.Option(None, "--crop-size", help="Crop size (default: the init contract's, 224)"),
+    resize_short_side: str = typer.Option("auto", "--resize-short-side", help="auto (the dataset's suggestion, "
+                                          "e.g. KonIQ 384 = 512x384; native otherwise), native, or pixels"),
+    val_fraction: float = typer.Option(0.15, "--val-fraction", help="Validation share of the training groups "
+                                       "(chooses the epoch; never the test split)"),
+    seed: int = typer.Option(0, "--seed", help="Training seed (round r uses seed + r)"),
+    split_seed: int = typer.Option(0, "--split-seed", help="Split seed (round r uses split-seed + r)"),
+    rounds: int = typer.Option(1, "--rounds", help="Rounds of random 80/20 splits; median/mean reported"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    workers: int = typer.Option(2, "--workers", help="Background processes decoding images (0: none)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all CPUs)"),
+    checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Write last.safetensors every N steps"),
+    eval_batch_size: int = typer.Option(8, "--eval-batch-size", help="Images per forward pass in val/test scoring"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (finished rounds are kept)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar"),
+) -> None:
+    """Stage-2 fine-tuning on a human-rated dataset; reports test SRCC/KRCC/PLCC/RMSE per round."""
+    require_extra("train", "train finetune")
+    from pinet.checkpoint import CheckpointError
+    from pinet_training.datasets import DatasetError
+    from pinet_training.engine import ResumeError
+    from pinet_training.evaluate import EvaluationError
+    from pinet_training.finetune import FinetuneError, FinetuneSettings, run_finetune
+
+    settings = FinetuneSettings(
+        dataset=dataset, root=root, out_dir=out, init=init, variant=variant, backbone_init=backbone_init,
+        csv_scale=csv_scale_from_options(dataset, csv_range, csv_lower_is_better), epochs=epochs,
+        batch_size=batch_size, lr_backbone=lr_backbone, lr_head=lr_head, weight_decay=weight_decay,
+        crops_per_image=crops_per_image, flip=not no_flip, loss=loss, crop_size=crop_size,
+        resize_short_side=resize_short_side, val_fraction=val_fraction, seed=seed, split_seed=split_seed,
+        rounds=rounds, device=device, workers=workers, threads=threads, checkpoint_every=checkpoint_every,
+        eval_batch_size=eval_batch_size, resume=resume, show_progress=progress)
+    try:
+        _, results_path = run_finetune(settings, lambda line: stderr.print(line, highlight=False))
+    except (FinetuneError, DatasetError, ResumeError, CheckpointError, EvaluationError) as err:
+        raise fail(str(err)) from None
+    stderr.print(f"done: {results_path} and {results_path.with_suffix('.md')}", highlight=False)

@@ -1,0 +1,237 @@
+"""Stage-2 fine-tuning: it learns, kill + resume = uninterrupted, epoch chosen on validation,
+disjoint splits, stage-1 transfer. Tiny Lite0 (random init, 64 px crops) on a blur replica."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from pinet.checkpoint import load_checkpoint, read_header, save_checkpoint
+from pinet.models import create_model
+from pinet_runtime.preprocess import Preprocessing
+from pinet_training.datasets import CsvScale, load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = sorted((ROOT / "runtime" / "assets" / "samples").glob("*.jpg"))
+SCALE = CsvScale(low=0.0, high=11.0, higher_is_better=True)
+TINY = ["--variant", "pinet_lite0", "--backbone-init", "random", "--crop-size", "64", "--resize-short-side",
+        "native", "--batch-size", "8", "--crops-per-image", "2", "--lr-backbone", "1e-3", "--lr-head", "1e-3",
+        "--workers", "0", "--threads", "1", "--val-fraction", "0.25", "--no-progress"]
+
+
+def make_blur_replica(folder: Path, photos: list[Path], name: str, with_reference: bool) -> Path:
+    """Each photo (short side 80) at 4 Gaussian blur levels; score 10 - 3*level (+0.1*photo), 0-11 scale."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for r, photo in enumerate(photos):
+        image = Image.open(photo).convert("RGB")
+        image = image.resize((round(image.width * 80 / image.height), 80), Image.Resampling.BICUBIC)
+        for level in range(4):
+            file = f"img_{r}_{level}.png"
+            image.filter(ImageFilter.GaussianBlur(radius=1.5 * level)).save(folder / file)
+            rows.append([file, f"{10 - 3 * level + 0.1 * r:.2f}"] + ([f"ref{r}"] if with_reference else []))
+    labels = folder / f"{name}.csv"
+    with open(labels, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "score"] + (["reference"] if with_reference else []))
+        writer.writerows(rows)
+    return labels
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pinet.cli", "train", "finetune", *args]
+
+
+@pytest.fixture(scope="module")
+def replica(tmp_path_factory) -> Path:
+    return make_blur_replica(tmp_path_factory.mktemp("setA"), SAMPLES[:6], "setA", with_reference=True)
+
+
+def _settings(replica: Path, out: Path, **changes):
+    from pinet_training.finetune import FinetuneSettings
+
+    base = dict(dataset="csv", root=replica, out_dir=out, variant="pinet_lite0", backbone_init="random",
+                csv_scale=SCALE, epochs=3, batch_size=8, crops_per_image=2, lr_backbone=1e-3, lr_head=1e-3,
+                crop_size=64, resize_short_side="native", val_fraction=0.25, workers=0, threads=1,
+                show_progress=False)
+    base.update(changes)
+    return FinetuneSettings(**base)
+
+
+def test_tiny_finetune_lowers_its_training_loss(replica, tmp_path):
+    from pinet_training.finetune import run_finetune
+
+    results, results_json = run_finetune(_settings(replica, tmp_path / "run", epochs=5, lr_head=3e-3), lambda _: None)
+    losses = [r["loss"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+              if r["kind"] == "train"]
+    steps_per_epoch = len(losses) // 5
+    first, last = np.mean(losses[:steps_per_epoch]), np.mean(losses[-steps_per_epoch:])
+    assert last < 0.7 * first, (first, last)
+    summary = json.loads(results_json.read_text())
+    assert summary["rounds"][0]["metrics"]["srcc"] == results[0]["test"]["srcc"]
+    assert (tmp_path / "run" / "results.md").read_text().count("SRCC") >= 2
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(replica, tmp_path):
+    common = ["--dataset", "csv", "--csv-range", "0,11", "--root", str(replica), "--epochs", "3",
+              "--checkpoint-every", "1", "--seed", "5", *TINY]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    straight = subprocess.run(_cli(*common, "--out", str(tmp_path / "straight")), env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(_cli(*common, "--out", str(interrupted)), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (interrupted / "last.safetensors").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    total = read_header(tmp_path / "straight" / "last.safetensors").training["step"]
+    killed_at = read_header(interrupted / "last.safetensors").training["step"]
+    assert 0 < killed_at < total
+    assert not (interrupted / "results.json").exists()
+
+    resumed = subprocess.run(_cli(*common, "--out", str(interrupted), "--resume"), env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr
+
+    for name in ("last.safetensors", "best.safetensors"):
+        a = load_checkpoint(tmp_path / "straight" / name, stage=2)
+        b = load_checkpoint(interrupted / name, stage=2)
+        a_state, b_state = a.model.state_dict(), b.model.state_dict()
+        assert set(a_state) == set(b_state)
+        for key in a_state:
+            assert torch.equal(a_state[key], b_state[key]), f"{name}: {key}"
+        for key in a.extra_tensors:
+            assert torch.equal(a.extra_tensors[key], b.extra_tensors[key]), f"{name}: {key}"
+    a_results = json.loads((tmp_path / "straight" / "results.json").read_text())
+    b_results = json.loads((interrupted / "results.json").read_text())
+    assert a_results["rounds"] == b_results["rounds"]
+
+
+def test_chosen_epoch_is_the_validation_best(replica, tmp_path, monkeypatch):
+    """A planted validation curve (best at epoch 2, tied at 4) decides best.safetensors and the
+    reported epoch; the test split is scored once, on that checkpoint, not per epoch."""
+    import pinet_training.finetune as finetune
+
+    planted = iter([0.10, 0.70, 0.30, 0.70])
+    calls = {"val": 0}
+
+    def planted_validation(model, dataset, indices, prep, batch_size, device):
+        calls["val"] += 1
+        return {"val_srcc": next(planted)}
+
+    test_scorings = []
+    real_evaluate = finetune.evaluate_checkpoint
+
+    def counting_evaluate(path, *args, **kwargs):
+        test_scorings.append(Path(path))
+        return real_evaluate(path, *args, **kwargs)
+
+    monkeypatch.setattr(finetune, "validation_metrics", planted_validation)
+    monkeypatch.setattr(finetune, "evaluate_checkpoint", counting_evaluate)
+    results, _ = finetune.run_finetune(_settings(replica, tmp_path / "run", epochs=4), lambda _: None)
+    assert calls["val"] == 4
+    assert results[0]["chosen_epoch"] == 2 and results[0]["val_srcc"] == pytest.approx(0.70)
+    best = read_header(tmp_path / "run" / "best.safetensors").training
+    steps_per_epoch = best["info"]["steps_per_epoch"]
+    assert best["best_step"] == 2 * steps_per_epoch and best["step"] == 2 * steps_per_epoch
+    assert best["chosen_epoch"] == 2 and best["test"]["srcc"] == results[0]["test"]["srcc"]
+    assert test_scorings == [tmp_path / "run" / "best.safetensors"]
+    last = load_checkpoint(tmp_path / "run" / "last.safetensors", stage=2).model.state_dict()
+    chosen = load_checkpoint(tmp_path / "run" / "best.safetensors", stage=2).model.state_dict()
+    assert any(not torch.equal(last[k], chosen[k]) for k in last)      # epoch 2 weights, not the final ones
+
+
+def test_splits_never_share_a_group(replica, tmp_path):
+    from pinet_training.finetune_data import groups_of, round_split, synthetic_split
+
+    dataset = load_dataset("csv", replica, csv_scale=SCALE)
+    seen_tests = set()
+    for round_index in range(5):
+        split = round_split(dataset, round_index, split_seed=3, val_fraction=0.25).split
+        train, val, test = (groups_of(dataset, part) for part in (split.train, split.val, split.test))
+        assert train and val and test
+        assert not (train & val) and not (train & test) and not (val & test)
+        assert len(split.train) + len(split.val) + len(split.test) == len(dataset)
+        seen_tests.add(frozenset(test))
+    assert len(seen_tests) > 1                                  # rounds really use different splits
+
+    # The synthetic set keeps its manifest's split by reference: train refs / val refs.
+    folder = tmp_path / "synth"
+    folder.mkdir()
+    rows = []
+    for r in range(4):
+        for level in range(3):
+            file = f"r{r}_{level}.png"
+            Image.new("RGB", (80, 80), (40 * r, 60, 20 * level)).save(folder / file)
+            rows.append([file, f"ref{r}", f"{1 - 0.3 * level:.2f}", "val" if r == 3 else "train"])
+    with open(folder / "manifest.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "reference", "pseudo_score", "split"])
+        writer.writerows(rows)
+    synthetic = load_dataset("synthetic", folder)
+    split = synthetic_split(synthetic).split
+    assert groups_of(synthetic, split.train) == {"ref0", "ref1", "ref2"}
+    assert groups_of(synthetic, split.val) == groups_of(synthetic, split.test) == {"ref3"}
+
+
+def test_recorded_test_split_is_disjoint_from_training(replica, tmp_path):
+    from pinet_training.finetune import run_finetune
+
+    run_finetune(_settings(replica, tmp_path / "run", epochs=1, split_seed=7), lambda _: None)
+    training = read_header(tmp_path / "run" / "best.safetensors").training
+    dataset = load_dataset("csv", replica, csv_scale=SCALE)
+    test_ids = set(training["split"]["test_ids"])
+    group_of = {s.path.name: s.group for s in dataset.samples}
+    test_groups = {group_of[i] for i in test_ids}
+    # every image of a test group is in the test split, so no test content was trained on
+    assert {name for name, group in group_of.items() if group in test_groups} == test_ids
+    assert training["split"]["n_train"] + training["split"]["n_val"] + len(test_ids) == len(dataset)
+
+
+def test_init_from_stage1_copies_the_shared_tensors(replica, tmp_path):
+    from pinet_training.finetune import prepare_round
+
+    torch.manual_seed(123)
+    stage1 = create_model("pinet_lite0", stage=1, init="random")
+    prep = Preprocessing(crop_size=64, resize_short_side=80)
+    path = save_checkpoint(tmp_path / "stage1.safetensors", stage1, prep, {"kind": "test"})
+    settings = _settings(replica, tmp_path / "run", variant=None, crop_size=None, resize_short_side="auto")
+    settings = type(settings)(**{**settings.__dict__, "init": str(path)})
+    prepared = prepare_round(settings, load_dataset("csv", replica, csv_scale=SCALE), 0)
+    model = prepared.run.model
+    source = stage1.state_dict()
+    fresh = create_model("pinet_lite0", stage=2, init="random").state_dict()
+    shared = [k for k in model.state_dict()
+              if k.startswith(("backbone.", "staircase.", "quality_branch.", "distortion_branch."))]
+    assert any(k.startswith("backbone.") and k.endswith("weight") for k in shared)
+    for key in shared:
+        assert torch.equal(model.state_dict()[key], source[key]), key
+    first_conv = next(k for k in shared if k.startswith("backbone.") and model.state_dict()[k].ndim == 4)
+    assert not torch.equal(fresh[first_conv], source[first_conv])   # copying was needed to match
+    assert prepared.run.preprocessing.crop_size == 64            # crops follow the init contract
+    assert prepared.run.info["init_stage"] == 1
+
+
+def test_cli_refuses_bad_input_without_traceback(replica, tmp_path):
+    run = subprocess.run(_cli("--dataset", "kadid10k", "--root", str(tmp_path / "missing"), "--out",
+                              str(tmp_path / "r"), *TINY), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "missing" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run(_cli("--dataset", "csv", "--csv-range", "0,11", "--root", str(replica), "--init",
+                              str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "r"), *TINY[2:]),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "nope.safetensors" in run.stderr and "Traceback" not in run.stderr

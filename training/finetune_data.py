@@ -1,0 +1,145 @@
+"""Stage-2 data: which images train/validate/test in a round, and the training batches of each step.
+
+Splits (``pinet_training.protocol``): round r of a human-rated dataset uses
+``make_split(dataset, split_seed + r, test 20%, val_fraction)``, by reference content for
+synthetic sets and by image for authentic ones. The stage-1 synthetic pseudo-MOS set
+(``--dataset synthetic``) is the exception: it already carries a train/val split by reference
+in its manifest (the one stage 1 used), so train = the manifest's train references and the
+manifest's val references are held out; they choose the epoch AND are the reported test set
+(there is no third set of references), which :func:`synthetic_split` marks in ``Split.note``.
+
+Batches: an epoch lists every training image ``crops_per_image`` times in a random order drawn
+from ``step_rng(seed, epoch, STREAM_EPOCH_ORDER)``; step k takes the k-th slice of
+``batch_size`` entries (the last batch of an epoch may be smaller). Each entry is decoded with
+the contract's ``load_image`` (decode, orient, RGB, resize), then cropped at a random position
+and flipped with probability 1/2 (``step_rng(seed, step, STREAM_AUGMENT)``), then ``normalize``d.
+Everything is a pure function of (seed, step), so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image, normalize
+from pinet_training.datasets import DatasetError, IQADataset
+from pinet_training.protocol import Split, make_split
+
+STREAM_EPOCH_ORDER, STREAM_AUGMENT = 11, 12
+SYNTHETIC_NOTE = ("synthetic pseudo-MOS set: split by the manifest's own split column; the val references "
+                  "choose the epoch and are also the reported test set (no third held-out set exists)")
+
+
+@dataclass(frozen=True)
+class RoundSplit:
+    """A protocol split plus how it was made (stored in the checkpoint so `pinet eval` can redo it)."""
+
+    split: Split
+    rule: str
+    note: str = ""
+
+
+def synthetic_split(dataset: IQADataset) -> RoundSplit:
+    """Train/val by the synthetic manifest's ``split`` column (references never cross)."""
+    manifest = Path(dataset.root) / "manifest.csv"
+    with open(manifest, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if "split" not in (reader.fieldnames or []):
+            raise DatasetError(manifest, "has no 'split' column (train/val by reference), which fine-tuning on "
+                                         "the synthetic set needs; regenerate it with `pinet data synth`")
+        split_of_file = {(Path(dataset.root) / row["file"]).as_posix(): row["split"] for row in reader}
+    train, val = [], []
+    for index, sample in enumerate(dataset.samples):
+        which = split_of_file.get(Path(sample.path).as_posix())
+        if which not in ("train", "val"):
+            raise DatasetError(manifest, f"split of {sample.path} is {which!r}, expected train or val")
+        (train if which == "train" else val).append(index)
+    if not train or not val:
+        raise DatasetError(manifest, f"needs images in both splits (train: {len(train)}, val: {len(val)})")
+    split = Split(dataset.name, dataset.name, -1, tuple(train), tuple(val), tuple(val))
+    return RoundSplit(split, "manifest split column (train refs / val refs)", SYNTHETIC_NOTE)
+
+
+def round_split(dataset: IQADataset, round_index: int, split_seed: int, val_fraction: float) -> RoundSplit:
+    if dataset.name == "synthetic":
+        return synthetic_split(dataset)
+    seed = split_seed + round_index
+    unit = "reference" if dataset.content == "synthetic" else "image"
+    try:
+        split = make_split(dataset, seed, val_fraction=val_fraction)
+    except ValueError as err:
+        raise DatasetError(dataset.root, str(err)) from None
+    return RoundSplit(split, f"protocol.make_split(seed={seed}, test 20% of {unit} groups, "
+                             f"val {val_fraction:.0%} of the remaining groups)")
+
+
+def groups_of(dataset: IQADataset, indices) -> set[str]:
+    return {dataset.samples[i].group for i in indices}
+
+
+class FinetuneBatches:
+    """``make_batch(step)`` for the training images ``train`` (indices into ``dataset.samples``)."""
+
+    def __init__(self, dataset: IQADataset, train: tuple[int, ...], prep: Preprocessing, batch_size: int,
+                 crops_per_image: int, flip: bool, seed: int):
+        if not train:
+            raise ValueError("the training split is empty")
+        self.paths = [dataset.samples[i].path for i in train]
+        self.targets = np.array([dataset.samples[i].score for i in train], dtype=np.float32)
+        self.prep = prep
+        self.batch_size = batch_size
+        self.crops_per_image = crops_per_image
+        self.flip = flip
+        self.seed = seed
+        self.entries_per_epoch = len(train) * crops_per_image
+        self.steps_per_epoch = math.ceil(self.entries_per_epoch / batch_size)
+        self._cached_epoch: tuple[int, np.ndarray] | None = None   # per process, recomputable
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        from pinet_training.engine import step_rng
+
+        if self._cached_epoch is None or self._cached_epoch[0] != epoch:
+            entries = np.repeat(np.arange(len(self.paths)), self.crops_per_image)
+            self._cached_epoch = (epoch, step_rng(self.seed, epoch, STREAM_EPOCH_ORDER).permutation(entries))
+        return self._cached_epoch[1]
+
+    def images_of_step(self, step: int) -> np.ndarray:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        return self._epoch_order(epoch)[within * self.batch_size:(within + 1) * self.batch_size]
+
+    def __call__(self, step: int) -> dict:
+        import torch
+
+        from pinet_training.engine import step_rng
+
+        rng = step_rng(self.seed, step, STREAM_AUGMENT)
+        size = self.prep.crop_size
+        crops, targets, skipped = [], [], []
+        decoded: dict[int, np.ndarray] = {}        # an image drawn twice in one batch is decoded once
+        for index in self.images_of_step(step):
+            index = int(index)
+            # Draw first, so a skipped image does not shift the later entries' augmentation.
+            top_draw, left_draw, flip_draw = rng.random(3)
+            try:
+                if index not in decoded:
+                    decoded[index] = np.asarray(load_image(self.paths[index], self.prep), dtype=np.uint8)
+                pixels = decoded[index]
+                height, width = pixels.shape[:2]
+                if height < size or width < size:
+                    raise ValueError(f"image {width}x{height} is smaller than the {size}px crop")
+            except (ImageDecodeError, ValueError) as err:
+                skipped.append(f"{self.paths[index]}: {err}")
+                continue
+            top = min(int(top_draw * (height - size + 1)), height - size)
+            left = min(int(left_draw * (width - size + 1)), width - size)
+            window = pixels[top:top + size, left:left + size]
+            crops.append(window[:, ::-1] if self.flip and flip_draw < 0.5 else window)
+            targets.append(self.targets[index])
+        if not crops:
+            return {"crops": torch.zeros((0, 3, size, size)), "targets": torch.zeros(0), "skipped": skipped}
+        return {"crops": torch.from_numpy(normalize(np.stack(crops), self.prep)),
+                "targets": torch.tensor(np.array(targets, dtype=np.float32)), "skipped": skipped}
