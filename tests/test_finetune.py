@@ -82,7 +82,7 @@ def test_tiny_finetune_lowers_its_training_loss(replica, tmp_path):
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(replica, tmp_path):
-    common = ["--dataset", "csv", "--csv-range", "0,11", "--root", str(replica), "--epochs", "3",
+    common = ["--dataset", "csv", "--csv-range", "0,11", "--root", str(replica), "--epochs", "2",
               "--checkpoint-every", "1", "--seed", "5", *TINY]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     straight = subprocess.run(_cli(*common, "--out", str(tmp_path / "straight")), env=env,
