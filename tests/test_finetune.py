@@ -228,10 +228,17 @@ def test_init_from_stage1_copies_the_shared_tensors(replica, tmp_path):
 
 
 def test_cli_refuses_bad_input_without_traceback(replica, tmp_path):
-    run = subprocess.run(_cli("--dataset", "kadid10k", "--root", str(tmp_path / "missing"), "--out",
-                              str(tmp_path / "r"), *TINY), capture_output=True, text=True, timeout=120)
-    assert run.returncode == 1 and "missing" in run.stderr and "Traceback" not in run.stderr
-    run = subprocess.run(_cli("--dataset", "csv", "--csv-range", "0,11", "--root", str(replica), "--init",
-                              str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "r"), *TINY[2:]),
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 1 and "nope.safetensors" in run.stderr and "Traceback" not in run.stderr
+    from typer.testing import CliRunner
+
+    from pinet.cli.app import app
+
+    runner = CliRunner()
+    run = runner.invoke(app, ["train", "finetune", "--dataset", "kadid10k", "--root", str(tmp_path / "missing"),
+                              "--out", str(tmp_path / "r"), *TINY])
+    assert run.exit_code == 1 and "missing" in run.output and "Traceback" not in run.output
+    run = runner.invoke(app, ["train", "finetune", "--dataset", "csv", "--csv-range", "0,11", "--root", str(replica),
+                              "--init", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "r"), *TINY[2:]])
+    assert run.exit_code == 1 and "nope.safetensors" in run.output and "Traceback" not in run.output
+    run = runner.invoke(app, ["train", "finetune", "--dataset", "csv", "--root", str(replica), "--out",
+                              str(tmp_path / "r"), *TINY])
+    assert run.exit_code == 2 and "--csv-range" in run.output
