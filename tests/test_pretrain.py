@@ -78,9 +78,11 @@ def make_tiny_data(folder: Path, references: int = 4, val_references: int = 1) -
 def restore_torch_globals():
     """In-process training sets torch's thread count and determinism flag: put them back."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 @pytest.fixture(scope="module")
