@@ -99,3 +99,14 @@ def test_tampered_file_without_metadata_is_rejected(exported, tmp_path):
     with pytest.raises(ModelFileError) as info:
         read_model_info(tampered)
     assert "tampered.onnx" in str(info.value) and keys.PREPROCESSING in str(info.value)
+
+
+def test_fixed_batch_export_declares_that_batch_and_keeps_parity(exported, tmp_path):
+    model, checkpoint, _ = exported
+    path = export_fp32(checkpoint, tmp_path / "fixed.onnx", batch="5")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [5, 3, 64, 64]
+    crops = preprocess(sorted(SAMPLES.glob("*.jpg"))[0], _small_prep())
+    with torch.no_grad():
+        expected = model(torch.from_numpy(crops)).numpy()
+    assert np.abs(session.run(None, {keys.INPUT_NAME: crops})[0] - expected).max() <= 1e-4
