@@ -186,7 +186,7 @@ def build_report(models, rows, peaks, peaks_end, settings, machine_start, machin
             "cold_start_ms": "fresh process: import + model load/session creation + first score of one "
                              "photo (decode and preprocessing included); excludes interpreter start-up; the "
                              "file is in the page cache after the first row",
-            "machine_peak_gflops": "best of repeated numpy float32 square matmuls (size in matmul_peak), same thread count",
+            "machine_peak_gflops": "best of repeated numpy float32 square matmuls (size in matmul_peak), same thread count, better of the probes before and after the rows",
         },
         "machine_start": machine_start, "machine_end": machine_end,
         "matmul_peak": peaks, "matmul_peak_end": peaks_end,

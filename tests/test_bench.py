@@ -20,7 +20,7 @@ TINY_PREP = dict(crop_size=64, resize_short_side=80)
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """One library run on a tiny checkpoint: torch, fp32 and int8, batches 1 and 2, 2 repetitions."""
+    """One library run on a tiny checkpoint: torch, fp32 and int8, batch 2 (10 crops a run), 2 repetitions."""
     from pinet.checkpoint import save_checkpoint
     from pinet.models import create_model
     from pinet_runtime.preprocess import Preprocessing
@@ -28,7 +28,7 @@ def tiny_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
     checkpoint = save_checkpoint(folder / "tiny.safetensors", create_model("pinet_lite0", stage=2),
                                  Preprocessing(**TINY_PREP), training={})
-    settings = BenchSettings(precisions=("torch", "fp32", "int8"), batches=(1, 2), threads=(1,), repeats=2,
+    settings = BenchSettings(precisions=("torch", "fp32", "int8"), batches=(2,), threads=(1,), repeats=2,
                              warmup=1, out_dir=folder / "out", matmul_size=256)
     report = run_benchmark([str(checkpoint)], [], settings)
     return folder, settings, report
@@ -38,7 +38,7 @@ def test_json_is_parseable_and_every_row_has_every_field(tiny_run):
     folder, _, report = tiny_run
     on_disk = json.loads((folder / "out" / "bench.json").read_text())
     assert on_disk["rows"] == report["rows"]
-    assert len(on_disk["rows"]) == 3 * 2  # precisions x batches x threads
+    assert len(on_disk["rows"]) == 3  # precisions x batches x threads
     for row in on_disk["rows"]:
         assert set(row) == set(ROW_FIELDS)
         assert row["status"] == "ok", row["note"]
@@ -47,7 +47,7 @@ def test_json_is_parseable_and_every_row_has_every_field(tiny_run):
                     "fraction_of_peak", "peak_rss_mib", "model_file_bytes", "cold_start_ms"):
             assert isinstance(row[key], (int, float)) and row[key] > 0, key
     markdown = (folder / "out" / "bench.md").read_text()
-    assert markdown.count("| tiny |") == 6
+    assert markdown.count("| tiny |") == 3
 
 
 def test_latency_relations_hold(tiny_run):
@@ -75,19 +75,19 @@ def test_files_flops_and_ratios_are_consistent(tiny_run):
     folder, _, report = tiny_run
     rows = {(r["precision"], r["batch_images"]): r for r in report["rows"]}
     # Each precision's row names its own file: the checkpoint, model.onnx and model.int8.onnx.
-    assert rows[("torch", 1)]["model_file"] == str(folder / "tiny.safetensors")
-    assert Path(rows[("fp32", 1)]["model_file"]).name == "model.onnx"
-    assert Path(rows[("int8", 1)]["model_file"]).name == "model.int8.onnx"
+    assert rows[("torch", 2)]["model_file"] == str(folder / "tiny.safetensors")
+    assert Path(rows[("fp32", 2)]["model_file"]).name == "model.onnx"
+    assert Path(rows[("int8", 2)]["model_file"]).name == "model.int8.onnx"
     for (precision, _), row in rows.items():
         assert row["model_file_bytes"] == Path(row["model_file"]).stat().st_size
     # INT8 weights are a quarter of FP32's: the file must be clearly smaller.
-    assert rows[("int8", 1)]["model_file_bytes"] < 0.6 * rows[("fp32", 1)]["model_file_bytes"]
+    assert rows[("int8", 2)]["model_file_bytes"] < 0.6 * rows[("fp32", 2)]["model_file_bytes"]
     # FLOPs are counted at the contract's 64 px crops, not the config's 224 px.
     expected = flops_per_crop(dataclasses.replace(get_config("pinet_lite0"), input_size=64))
-    assert rows[("fp32", 1)]["flops_per_crop"] == expected < flops_per_crop(get_config("pinet_lite0"))
+    assert rows[("fp32", 2)]["flops_per_crop"] == expected < flops_per_crop(get_config("pinet_lite0"))
     speedups = {(r["faster"], r["batch_images"]): r["speedup"] for r in report["ratios"]}
     assert speedups[("fp32", 2)] == pytest.approx(rows[("torch", 2)]["image_ms_p50"] / rows[("fp32", 2)]["image_ms_p50"])
-    assert speedups[("int8", 1)] == pytest.approx(rows[("fp32", 1)]["image_ms_p50"] / rows[("int8", 1)]["image_ms_p50"])
+    assert speedups[("int8", 2)] == pytest.approx(rows[("fp32", 2)]["image_ms_p50"] / rows[("int8", 2)]["image_ms_p50"])
     names = {t["target"] for t in report["targets"]}
     assert "ONNX FP32 vs PyTorch eager speed-up" in names and "INT8 vs ONNX FP32 speed-up" in names
     assert all(t["met"] in (True, False) for t in report["targets"])
