@@ -26,7 +26,8 @@ from pinet_export.photos import bundled_samples_dir, degrade, list_photos  # noq
 from pinet_runtime import metadata as keys  # noqa: E402
 from pinet_runtime.preprocess import load_image, make_crops  # noqa: E402
 
-PREP = dataclasses.replace(default_preprocessing("pinet_lite0"), crop_size=64, resize_short_side=80)
+VARIANT = "pinet_r18"  # measured: INT8 SRCC 0.995 (VNNI) / 0.996 (reduce_range); random Lite0 only 0.97-0.99
+PREP = dataclasses.replace(default_preprocessing(VARIANT), crop_size=64, resize_short_side=80)
 
 
 def _graded_crops() -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +53,7 @@ def _train_tiny_scorer() -> torch.nn.Module:
     """Random backbone with BatchNorm statistics measured on the photos, then a few dozen Adam steps
     on the branches + regressor over cached features (fast on a shared 2-core CPU)."""
     torch.manual_seed(0)
-    model = create_model("pinet_lite0", stage=2)
+    model = create_model(VARIANT, stage=2)
     x, y = (torch.from_numpy(a) for a in _graded_crops())
     model.train()
     for module in model.modules():
@@ -171,7 +172,7 @@ def test_cli_refuses_corrupt_and_stage1_checkpoints_and_writes_nothing(tmp_path)
     assert result.exit_code == 1 and "corrupt.safetensors" in result.output
     assert not (tmp_path / "a").exists()
 
-    stage1 = save_checkpoint(tmp_path / "stage1.safetensors", create_model("pinet_lite0", stage=1), PREP, {})
+    stage1 = save_checkpoint(tmp_path / "stage1.safetensors", create_model(VARIANT, stage=1), PREP, {})
     result = _cli(str(stage1), "--out", str(tmp_path / "b"))
     assert result.exit_code == 1 and "stage-1" in result.output and "stage1.safetensors" in result.output
     assert not (tmp_path / "b").exists()
