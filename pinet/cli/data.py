@@ -1,5 +1,89 @@
-"""`pinet data ...`: build training data. (Being written: issue 3.)"""
+"""`pinet data ...`: build training data (synthetic distortions with pseudo-subjective scores)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, require_extra, stderr
+
 app = typer.Typer(help="Build training data (synthetic distortions, pseudo-subjective scores).", no_args_is_help=True)
+
+
+def _parse_types(value: str) -> tuple[str, ...]:
+    from pinet_training.distortions import DISTORTION_NAMES
+
+    if value.strip().lower() == "all":
+        return DISTORTION_NAMES
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    unknown = [name for name in names if name not in DISTORTION_NAMES]
+    if unknown or not names:
+        raise fail(f"--types: unknown distortion type(s) {', '.join(unknown) or '(none given)'}; "
+                   f"known: all, {', '.join(DISTORTION_NAMES)}", EXIT_USAGE)
+    return names
+
+
+@app.command("synth")
+def synth(
+    refs: Path = typer.Option(..., "--refs", help="Folder of pristine reference images (not searched recursively)"),
+    out: Path = typer.Option(..., "--out", help="Output folder (created; a rerun resumes it)"),
+    short_side: int = typer.Option(384, "--short-side", min=32, help="References are resized to this short side first"),
+    types: str = typer.Option("all", "--types", help="'all' or a comma-separated list of distortion types"),
+    types_per_ref: Optional[int] = typer.Option(None, "--types-per-ref", min=1,
+                                                help="Distortion types per reference, each at 5 levels "
+                                                     "[default: 12, or all listed types if fewer]"),
+    max_refs: Optional[int] = typer.Option(None, "--max-refs", min=1, help="Use only the first N references (by name)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes [default: min(2, cpu count)]"),
+    val_fraction: float = typer.Option(0.15, "--val-fraction", min=0.0, max=1.0,
+                                       help="Share of references in the validation split (by file-name hash)"),
+    seed: int = typer.Option(0, "--seed", help="Seed for type choice and random distortions"),
+    metric_short_side: int = typer.Option(192, "--metric-short-side", min=32,
+                                          help="Pseudo-score metrics run at this short side (0 = full size)"),
+) -> None:
+    """Distort reference photos (25 types x 5 levels), score them against the reference and write a manifest."""
+    require_extra("train", "data synth")
+    for module in ("scipy", "piq"):
+        if importlib.util.find_spec(module) is None:
+            stderr.print(f"[red]error:[/] `pinet data synth` needs {module}. Install the extra: pip install 'pinet-iqa[train]'")
+            raise typer.Exit(EXIT_USAGE)
+    if not refs.is_dir():
+        raise fail(f"--refs {refs}: not a folder", EXIT_USAGE)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from pinet_training.synth import DEFAULT_TYPES_PER_REF, SynthSettings, list_references, run_synth
+
+    type_names = _parse_types(types)
+    if not list_references(refs, max_refs):
+        raise fail(f"--refs {refs}: no image files (.png, .jpg, .tif, .bmp, .webp ...) in it")
+    settings = SynthSettings(short_side=short_side, types=type_names,
+                             types_per_ref=min(types_per_ref or DEFAULT_TYPES_PER_REF, len(type_names)),
+                             seed=seed, metric_short_side=metric_short_side or None, val_fraction=val_fraction)
+    worker_count = workers or max(1, min(2, os.cpu_count() or 1))
+    with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.description}"), console=stderr, transient=False) as bar:
+        task = bar.add_task("", total=None)
+
+        def started(pending: int) -> None:
+            bar.update(task, total=pending)
+
+        def finished(result) -> None:
+            if result.error is not None:
+                bar.console.print(f"[red]skipped[/] {result.source}: {result.error}", highlight=False)
+            bar.update(task, advance=1, description=result.stem)
+
+        summary = run_synth(refs, out, settings, max_refs=max_refs, workers=worker_count,
+                            on_result=finished, on_start=started)
+    for result in summary.failed:
+        if "same file stem" in (result.error or ""):
+            stderr.print(f"[red]skipped[/] {result.source}: {result.error}", highlight=False)
+    typer.echo(f"{summary.images} images from {summary.references - len(summary.failed)} references "
+               f"({summary.processed} made now, {summary.skipped} already done) in {summary.seconds:.1f} s; "
+               f"manifest: {summary.manifest}")
+    if summary.failed:
+        names = ", ".join(Path(result.source).name for result in summary.failed)
+        raise fail(f"{len(summary.failed)} reference(s) could not be used: {names} (details in {out / 'errors.jsonl'})",
+                   EXIT_FAILURE)
