@@ -119,9 +119,12 @@ def run_export(checkpoint: Path, settings: ExportSettings, progress: ProgressCal
         if settings.quantize:
             calib_dir = settings.calib_dir or bundled_samples_dir()
             crops, calib_skipped, used = calibration_crops(list_photos(calib_dir), prep, settings.calib_count)
-            if len(crops) == 0:
-                raise ExportError(f"{calib_dir}: no readable photo for INT8 calibration"
-                                  + (f" ({'; '.join(calib_skipped)})" if calib_skipped else ""))
+            if len(crops) == 0:  # an INT8 step failure; FP32/FP16 and the report still go ahead
+                failed = StepValidation("int8", str(out / INT8_FILE))
+                failed.fail(f"{calib_dir}: no readable photo for INT8 calibration"
+                            + (f" ({'; '.join(calib_skipped)})" if calib_skipped else ""))
+                outcome.validations.append(failed)
+        if settings.quantize and len(crops) > 0:
             types = choose_int8_types(flags)
             source = {"directory": str(calib_dir), "photos": used, "skipped_files": calib_skipped,
                       "bundled_samples": settings.calib_dir is None}

@@ -188,3 +188,16 @@ def test_cli_without_checkpoint_and_bad_options(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "--batch" in result.output
     result = _cli(str(tmp_path / "x.safetensors"), "--calib-method", "magic")
     assert result.exit_code == 2 and "magic" in result.output
+
+
+def test_cli_calibration_dir_without_readable_photo_fails_int8_only(trained_checkpoint, tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    (calib / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = tmp_path / "out"
+    result = _cli(str(trained_checkpoint), "--out", str(out), "--quantize", "--calib", str(calib))
+    assert result.exit_code == 1
+    assert "no readable photo for INT8 calibration" in result.output and "truncated.jpg" in result.output
+    assert (out / "model.onnx").is_file() and not (out / "model.int8.onnx").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is False and set(report["files"]) == {"fp32"}
