@@ -22,7 +22,7 @@ from pinet.cli.app import app  # noqa: E402
 from pinet.models import create_model, default_preprocessing  # noqa: E402
 from pinet_export.api import run_export  # noqa: E402
 from pinet_export.config import ExportSettings  # noqa: E402
-from pinet_export.photos import bundled_samples_dir, degrade, list_photos  # noqa: E402
+from pinet_export.photos import bundled_samples_dir, list_photos  # noqa: E402
 from pinet_runtime import metadata as keys  # noqa: E402
 from pinet_runtime.preprocess import load_image, make_crops  # noqa: E402
 
