@@ -41,7 +41,7 @@ def synth(
     val_fraction: float = typer.Option(0.15, "--val-fraction", min=0.0, max=1.0,
                                        help="Share of references in the validation split (by file-name hash)"),
     seed: int = typer.Option(0, "--seed", help="Seed for type choice and random distortions"),
-    metric_short_side: int = typer.Option(192, "--metric-short-side", min=32,
+    metric_short_side: int = typer.Option(192, "--metric-short-side", min=0,
                                           help="Pseudo-score metrics run at this short side (0 = full size)"),
 ) -> None:
     """Distort reference photos (25 types x 5 levels), score them against the reference and write a manifest."""
@@ -50,6 +50,8 @@ def synth(
         if importlib.util.find_spec(module) is None:
             stderr.print(f"[red]error:[/] `pinet data synth` needs {module}. Install the extra: pip install 'pinet-iqa[train]'")
             raise typer.Exit(EXIT_USAGE)
+    if 0 < metric_short_side < 32:
+        raise fail(f"--metric-short-side {metric_short_side}: use 0 (full size) or at least 32", EXIT_USAGE)
     if not refs.is_dir():
         raise fail(f"--refs {refs}: not a folder", EXIT_USAGE)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
