@@ -15,23 +15,18 @@ normalised with ``normalize``. Every random choice comes from ``step_rng(seed, s
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from pinet.config import DISTORTION_CLASSES
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image, make_crops, normalize
+from pinet_training.synth_manifest import MANIFEST_NAME, read_manifest
 
 # Pseudo scores closer than this are treated as a tie and never paired (see docs/experiments.md).
 DEFAULT_MARGIN = 0.05
 # Separate random streams (engine.step_rng's ``stream``) so batch choice and augmentation never correlate.
 STREAM_EPOCH_ORDER, STREAM_AUGMENT, STREAM_VAL_PAIRS = 1, 2, 3
-
-MANIFEST_NAME = "manifest.csv"
-MANIFEST_COLUMNS = ("file", "reference", "reference_file", "distortion", "distortion_class", "class_index",
-                    "level", "seed", "pseudo_score", "split")
 
 
 class ManifestError(ValueError):
@@ -50,34 +45,15 @@ class PairItem:
 
 
 def read_pair_items(data_dir: str | Path) -> list[PairItem]:
-    """Read ``<data_dir>/manifest.csv`` (the format `pinet data synth` writes)."""
-    data_dir = Path(data_dir)
-    path = data_dir / MANIFEST_NAME
-    if not path.is_file():
-        raise ManifestError(f"{path}: no manifest (make the data with `pinet data synth --out {data_dir}`)")
-    items = []
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ManifestError(f"{path}: missing columns {missing}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                item = PairItem(file=data_dir / row["file"], reference=row["reference"],
-                                class_index=int(row["class_index"]), pseudo_score=float(row["pseudo_score"]),
-                                split=row["split"])
-            except ValueError as err:
-                raise ManifestError(f"{path} line {line}: {err}") from None
-            if not 0 <= item.class_index < len(DISTORTION_CLASSES):
-                raise ManifestError(f"{path} line {line}: class_index {item.class_index} outside 0..5")
-            if item.split not in ("train", "val"):
-                raise ManifestError(f"{path} line {line}: split {item.split!r} is not train or val")
-            if not np.isfinite(item.pseudo_score):
-                raise ManifestError(f"{path} line {line}: pseudo_score is not a finite number")
-            items.append(item)
-    if not items:
-        raise ManifestError(f"{path}: the manifest lists no images")
-    return items
+    """Read ``<data_dir>/manifest.csv`` (the format `pinet data synth` writes) for pair sampling."""
+    try:
+        rows = read_manifest(data_dir)
+    except ValueError as err:
+        raise ManifestError(str(err)) from None
+    if not rows:
+        raise ManifestError(f"{Path(data_dir) / MANIFEST_NAME}: the manifest lists no images")
+    return [PairItem(file=row.file, reference=row.reference, class_index=row.class_index,
+                     pseudo_score=row.pseudo_score, split=row.split) for row in rows]
 
 
 def check_files_exist(items: list[PairItem]) -> None:
