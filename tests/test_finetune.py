@@ -242,3 +242,20 @@ def test_cli_refuses_bad_input_without_traceback(replica, tmp_path):
     run = runner.invoke(app, ["train", "finetune", "--dataset", "csv", "--root", str(replica), "--out",
                               str(tmp_path / "r"), *TINY])
     assert run.exit_code == 2 and "--csv-range" in run.output
+
+
+def test_images_per_epoch_draws_a_fresh_subset_each_epoch(replica):
+    from pinet_training.finetune_data import FinetuneBatches
+
+    dataset = load_dataset("csv", replica, csv_scale=CsvScale(0.0, 1.0, True))
+    train = tuple(range(0, len(dataset.samples), 2))
+    prep = Preprocessing(crop_size=32, resize_short_side=40)
+    batches = FinetuneBatches(dataset, train, prep, batch_size=2, crops_per_image=1, flip=False, seed=0,
+                              images_per_epoch=4)
+    assert batches.entries_per_epoch == 4 and batches.steps_per_epoch == 2
+    epochs = [np.concatenate([batches.images_of_step(e * 2 + s) for s in range(2)]) for e in range(3)]
+    for chosen in epochs:
+        assert len(chosen) == 4 and len(set(chosen.tolist())) == 4 and chosen.max() < len(train)
+    assert len({tuple(sorted(chosen.tolist())) for chosen in epochs}) > 1     # subsets change by epoch
+    full = FinetuneBatches(dataset, train, prep, batch_size=2, crops_per_image=1, flip=False, seed=0)
+    assert full.entries_per_epoch == len(train)

@@ -59,6 +59,7 @@ class FinetuneSettings:
     lr_head: float = 1e-4
     weight_decay: float = 1e-7
     crops_per_image: int = 5
+    images_per_epoch: int | None = None    # None: every training image each epoch
     flip: bool = True
     loss: str = "l1"
     crop_size: int | None = None           # None: the init checkpoint's (or the variant's) contract
@@ -209,7 +210,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     split = round_split(dataset, round_index, settings.split_seed, settings.val_fraction)
     try:
         batches = FinetuneBatches(dataset, split.split.train, prep, settings.batch_size, settings.crops_per_image,
-                                  settings.flip, seed)
+                                  settings.flip, seed, settings.images_per_epoch)
     except ValueError as err:
         raise FinetuneError(str(err)) from None
     total_steps = settings.epochs * batches.steps_per_epoch
@@ -220,7 +221,8 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
                 "init": init_info.get("init_sha256", f"none/{init_info.get('backbone_init')}"),
                 "batch_size": settings.batch_size, "lr_backbone": settings.lr_backbone, "lr_head": settings.lr_head,
                 "weight_decay": settings.weight_decay, "crops_per_image": settings.crops_per_image,
-                "flip": settings.flip, "loss": settings.loss, "val_fraction": settings.val_fraction, "seed": seed,
+                "images_per_epoch": settings.images_per_epoch, "flip": settings.flip, "loss": settings.loss,
+                "val_fraction": settings.val_fraction, "seed": seed,
                 "split_seed": settings.split_seed, "round": round_index}
     info = {**init_info, "dataset_root": str(Path(dataset.root).resolve()), "resize": resize_why,
             "device": str(device), "threads": threads, "workers": settings.workers, "epochs": settings.epochs,

@@ -85,7 +85,7 @@ class FinetuneBatches:
     """``make_batch(step)`` for the training images ``train`` (indices into ``dataset.samples``)."""
 
     def __init__(self, dataset: IQADataset, train: tuple[int, ...], prep: Preprocessing, batch_size: int,
-                 crops_per_image: int, flip: bool, seed: int):
+                 crops_per_image: int, flip: bool, seed: int, images_per_epoch: int | None = None):
         if not train:
             raise ValueError("the training split is empty")
         self.paths = [dataset.samples[i].path for i in train]
@@ -95,7 +95,8 @@ class FinetuneBatches:
         self.crops_per_image = crops_per_image
         self.flip = flip
         self.seed = seed
-        self.entries_per_epoch = len(train) * crops_per_image
+        # images_per_epoch: each epoch draws a fresh seeded subset (large sets, short epochs).
+        self.entries_per_epoch = min(len(train), images_per_epoch or len(train)) * crops_per_image
         self.steps_per_epoch = math.ceil(self.entries_per_epoch / batch_size)
         self._cached_epoch: tuple[int, np.ndarray] | None = None   # per process, recomputable
 
@@ -104,7 +105,8 @@ class FinetuneBatches:
 
         if self._cached_epoch is None or self._cached_epoch[0] != epoch:
             entries = np.repeat(np.arange(len(self.paths)), self.crops_per_image)
-            self._cached_epoch = (epoch, step_rng(self.seed, epoch, STREAM_EPOCH_ORDER).permutation(entries))
+            order = step_rng(self.seed, epoch, STREAM_EPOCH_ORDER).permutation(entries)
+            self._cached_epoch = (epoch, order[:self.entries_per_epoch])
         return self._cached_epoch[1]
 
     def images_of_step(self, step: int) -> np.ndarray:
