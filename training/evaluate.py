@@ -11,7 +11,6 @@ Images that cannot be decoded are skipped, named in the result, and left out of 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, preprocess
 from pinet_training.datasets import IQADataset, IQASample
+from pinet_training.protocol import write_json_atomic
 
 DEFAULT_EVAL_BATCH = 8            # images per forward pass (x the layout's crops)
 SPLIT_KEY = "split"               # where finetune stores the split in the checkpoint's training metadata
@@ -170,17 +170,6 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: IQADataset, split: str,
 # Reports
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
-    os.replace(tmp_name, path)
-
-
 def write_evaluation(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path, Path]:
     """``eval.json`` (summary + per-image scores) and the protocol's ``report.json``/``report.md``
     (same format as fine-tuning's results, naming the training and the test dataset); atomic."""
@@ -194,7 +183,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path,
             "images": [{"id": i, "target": t, "prediction": None if math.isnan(p) else p}
                        for i, t, p in zip(evaluation.ids, evaluation.targets, evaluation.predictions)]}
     json_path = out_dir / "eval.json"
-    _atomic_write(json_path, json.dumps(_json_safe(data), indent=2, sort_keys=True) + "\n")
+    write_json_atomic(json_path, data)
     m = evaluation.metrics
     metrics = QualityMetrics(**{k: m[k] for k in ("n", "srcc", "krcc", "plcc", "rmse", "plcc_raw", "rmse_raw",
                                                   "fit")})
@@ -220,11 +209,3 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path,
     return json_path, report_md
 
 
-def _json_safe(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value

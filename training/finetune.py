@@ -32,6 +32,7 @@ from pinet_training.evaluate import (
     DEFAULT_EVAL_BATCH, SPLIT_KEY, TEST_KEY, evaluate_checkpoint, quality_metrics, sample_id, score_images,
 )
 from pinet_training.finetune_data import FinetuneBatches, RoundSplit, round_split
+from pinet_training.protocol import write_json_atomic
 
 BEST_METRIC = "val_srcc"
 LOSSES = ("l1", "mse")
@@ -325,29 +326,8 @@ def finish_round(prepared: PreparedRound, settings: FinetuneSettings) -> dict:
               "best_step": run.state.best_step, "val_srcc": run.state.best_metric, "test": evaluation.metrics,
               "n_train": split_record["n_train"], "n_val": split_record["n_val"], "n_test": split_record["n_test"],
               "note": split_record["note"], "checkpoint": str(run.best_path)}
-    _write_json(Path(run.run_dir) / "round.json", result)
+    write_json_atomic(Path(run.run_dir) / "round.json", result)
     return result
-
-
-def _write_json(path: Path, data: dict) -> None:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "w") as out:
-        out.write(json.dumps(result_safe(data), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp_name, path)
-
-
-def result_safe(value):
-    """NaN -> None so the JSON is valid."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: result_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [result_safe(v) for v in value]
-    return value
 
 
 def write_results(settings: FinetuneSettings, dataset: IQADataset, rounds: list[dict]) -> tuple[Path, Path]:

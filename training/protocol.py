@@ -199,18 +199,20 @@ def aggregate(results: Sequence[RoundResult]) -> dict[str, dict[str, dict[str, f
     return summary
 
 
-def _json_safe(value):
+def json_safe(value):
     """NaN is not valid JSON: write null instead."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
@@ -219,6 +221,10 @@ def _write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data) -> None:
+    write_text_atomic(path, json.dumps(json_safe(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def _fmt(value: float) -> str:
@@ -264,6 +270,6 @@ def write_report(results: Sequence[RoundResult], out_dir: Path | str,
         "rounds": [asdict(r) for r in results],
     }
     json_path, markdown_path = out_dir / REPORT_JSON, out_dir / REPORT_MARKDOWN
-    _write_atomic(json_path, json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
-    _write_atomic(markdown_path, _markdown(results, summary, description))
+    write_text_atomic(json_path, json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(markdown_path, _markdown(results, summary, description))
     return json_path, markdown_path
