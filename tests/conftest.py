@@ -25,3 +25,14 @@ def pristine_dir() -> Path:
     if not PRISTINE.is_dir():
         pytest.skip(f"shared pristine photos not found at {PRISTINE}")
     return PRISTINE
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx():
+    """tests/helpers/tiny_onnx.py as a module (test files cannot import each other under importlib mode)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pinet_tests_tiny_onnx", ROOT / "tests" / "helpers" / "tiny_onnx.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -5,11 +5,9 @@ silent score. Every file is generated here; expectations are built from raw pixe
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,20 +16,9 @@ from PIL import Image
 from pinet_runtime import Scorer
 
 
-def _tiny_helpers():
-    spec = importlib.util.spec_from_file_location("tiny_model_helpers",
-                                                  Path(__file__).with_name("test_runtime_model_file.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TINY = _tiny_helpers()
-
-
 @pytest.fixture(scope="module")
-def scorer(tmp_path_factory) -> Scorer:
-    return Scorer(TINY.build_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx"), providers="cpu")
+def scorer(tiny_onnx, tmp_path_factory) -> Scorer:
+    return Scorer(tiny_onnx.build_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx"), providers="cpu")
 
 
 def _pattern(height: int, width: int) -> np.ndarray:
@@ -111,14 +98,14 @@ def test_sixteen_bit_and_float_images_are_scaled(scorer, tmp_path):
         scorer.score(np.repeat(expected_float[:, :, None], 3, axis=2)), abs=1e-6)
 
 
-def test_images_smaller_than_a_crop_are_upscaled_and_scored(scorer, tmp_path):
+def test_images_smaller_than_a_crop_are_upscaled_and_scored(tiny_onnx, scorer, tmp_path):
     Image.new("RGB", (3, 2), (90, 160, 20)).save(tmp_path / "tiny.png")
     (result,) = scorer.score_many([tmp_path / "tiny.png"])
     assert result.ok and result.crops == 5
     prep = scorer.preprocessing
     standardised = (np.array([90, 160, 20]) / 255.0 - np.array(prep.mean)) / np.array(prep.std)
     crops = np.broadcast_to(standardised[None, :, None, None], (5, 3, 32, 32))
-    assert result.score == pytest.approx(TINY.tiny_expected_score(crops), abs=1e-5)
+    assert result.score == pytest.approx(tiny_onnx.tiny_expected_score(crops), abs=1e-5)
 
 
 def _png_header_only(width: int, height: int) -> bytes:

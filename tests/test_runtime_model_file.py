@@ -1,91 +1,26 @@
 """pinet_runtime.model_file: reading and refusing exported model files, the bundled default, the card.
 
-This file also holds `build_tiny_model`, a PINet-shaped ONNX file built with the `onnx` package
-(a position- and colour-weighted mean of each crop), which the other runtime tests load by path
-so that decoding, threading and CLI tests run fast and independently of the PINet network.
+The tiny ONNX model the runtime tests share lives in tests/helpers/tiny_onnx.py (fixture `tiny_onnx`).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pinet_runtime import metadata as keys
 from pinet_runtime.model_file import ModelFileError, default_model_path, onnx_card, read_model_info
 from pinet_runtime.preprocess import Preprocessing
 
-TINY_PREPROCESSING = Preprocessing(crop_size=32, resize_short_side=40, crop_layout="center_corners",
-                                   score_name="tiny-weighted-mean", score_range=(-3.0, 3.0))
-
-
-def tiny_weights(crop_size: int) -> np.ndarray:
-    """[1, 3, S, S] weights: differ per channel, row and column, so any flip, rotation or colour
-    change moves the score."""
-    ramp = np.linspace(0.0, 1.0, crop_size, dtype=np.float32)
-    rows = 1.0 + ramp[:, None]
-    cols = 1.0 + 2.0 * ramp[None, :]
-    channels = np.array([1.0, -0.5, 0.25], dtype=np.float32)[:, None, None]
-    return (channels * rows * cols)[None].astype(np.float32)
-
-
-def tiny_expected_score(crops: np.ndarray) -> float:
-    """The score the tiny model must give, computed with numpy: mean over crops of the weighted mean."""
-    weights = tiny_weights(crops.shape[-1]).astype(np.float64)
-    return float((crops.astype(np.float64) * weights).mean(axis=(1, 2, 3)).mean())
-
-
-def tiny_metadata(prep: Preprocessing, precision: str = "fp32") -> dict[str, str]:
-    return {
-        keys.PREPROCESSING: prep.to_json(),
-        keys.SCORE_MEANING: json.dumps({"name": prep.score_name, "range": list(prep.score_range),
-                                        "higher_is_better": prep.higher_is_better}),
-        keys.MODEL_CONFIG: json.dumps({"variant": "tiny_test", "backbone": "none"}),
-        keys.VARIANT: "tiny_test", keys.STAGE: "2", keys.PRECISION: precision,
-        keys.CALIBRATION: "none", keys.SOURCE_SHA256: "0" * 64, keys.PINET_VERSION: "0.1.0",
-        keys.EXPORT_DATE: "2026-11-01T00:00:00+00:00", keys.FORMAT_VERSION: str(keys.ONNX_FORMAT_VERSION),
-        keys.BITMAP_PIXEL_FORMAT: "Rgb8", keys.NOMINAL_PIXEL_RANGE: "Standardized_MeanStd",
-    }
-
-
-def build_tiny_model(path: Path, prep: Preprocessing = TINY_PREPROCESSING, metadata: dict | None = None,
-                     input_name: str = keys.INPUT_NAME, output_name: str = keys.OUTPUT_NAME,
-                     batch: int | str = "batch") -> Path:
-    """Write the tiny model; ``metadata`` entries override the defaults (value None drops a key)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    size = prep.crop_size
-    weights = numpy_helper.from_array(tiny_weights(size), name="weights")
-    graph = helper.make_graph(
-        [helper.make_node("Mul", [input_name, "weights"], ["weighted"]),
-         helper.make_node("ReduceMean", ["weighted"], [output_name], axes=[1, 2, 3], keepdims=0)],
-        "tiny_pinet",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, 3, size, size])],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch])],
-        initializer=[weights],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    values = tiny_metadata(prep)
-    values.update(metadata or {})
-    for key, value in values.items():
-        if value is not None:
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
 
 # ---------------------------------------------------------------------------------------------
 
 
-def test_reads_every_field_of_a_good_model(tmp_path):
-    path = build_tiny_model(tmp_path / "tiny.onnx", metadata={"pinet.parameters": "1234"})
+def test_reads_every_field_of_a_good_model(tiny_onnx, tmp_path):
+    path = tiny_onnx.build_tiny_model(tmp_path / "tiny.onnx", metadata={"pinet.parameters": "1234"})
     info = read_model_info(path)
-    assert info.preprocessing == TINY_PREPROCESSING
+    assert info.preprocessing == tiny_onnx.TINY_PREPROCESSING
     assert info.score_meaning == {"name": "tiny-weighted-mean", "range": [-3.0, 3.0], "higher_is_better": True}
     assert (info.variant, info.stage, info.precision, info.calibration) == ("tiny_test", 2, "fp32", None)
     assert info.source_sha256 == "0" * 64 and info.pinet_version == "0.1.0"
@@ -96,9 +31,9 @@ def test_reads_every_field_of_a_good_model(tmp_path):
     assert info.parameters == 1234
 
 
-def test_refuses_a_model_without_metadata_and_lists_missing_keys(tmp_path):
+def test_refuses_a_model_without_metadata_and_lists_missing_keys(tiny_onnx, tmp_path):
     dropped = {keys.PREPROCESSING: None, keys.SCORE_MEANING: None}
-    path = build_tiny_model(tmp_path / "bare.onnx", metadata=dropped)
+    path = tiny_onnx.build_tiny_model(tmp_path / "bare.onnx", metadata=dropped)
     with pytest.raises(ModelFileError) as caught:
         read_model_info(path)
     message = str(caught.value)
@@ -117,8 +52,8 @@ def test_refuses_a_model_without_metadata_and_lists_missing_keys(tmp_path):
      "unknown fields"),
     ({keys.PREPROCESSING: Preprocessing(crop_size=48, resize_short_side=60).to_json()}, "axis 2 is 32"),
 ])
-def test_refuses_bad_metadata_naming_the_problem(tmp_path, override, fragment):
-    path = build_tiny_model(tmp_path / "bad.onnx", metadata=override)
+def test_refuses_bad_metadata_naming_the_problem(tiny_onnx, tmp_path, override, fragment):
+    path = tiny_onnx.build_tiny_model(tmp_path / "bad.onnx", metadata=override)
     with pytest.raises(ModelFileError, match=fragment) as caught:
         read_model_info(path)
     assert str(path) in str(caught.value)
@@ -128,8 +63,8 @@ def test_refuses_bad_metadata_naming_the_problem(tmp_path, override, fragment):
     ({"input_name": "images"}, "no input named 'crops'"),
     ({"output_name": "logits"}, "no output named 'scores'"),
 ])
-def test_refuses_wrong_input_or_output_names(tmp_path, names, fragment):
-    path = build_tiny_model(tmp_path / "renamed.onnx", **names)
+def test_refuses_wrong_input_or_output_names(tiny_onnx, tmp_path, names, fragment):
+    path = tiny_onnx.build_tiny_model(tmp_path / "renamed.onnx", **names)
     with pytest.raises(ModelFileError, match=fragment):
         read_model_info(path)
 
@@ -157,8 +92,8 @@ def test_default_model_path_is_bundled_or_refused_clearly():
         default_model_path("fp64")
 
 
-def test_onnx_card_and_pinet_info(tmp_path):
-    path = build_tiny_model(tmp_path / "tiny.onnx")
+def test_onnx_card_and_pinet_info(tiny_onnx, tmp_path):
+    path = tiny_onnx.build_tiny_model(tmp_path / "tiny.onnx")
     card = onnx_card(path)
     assert card["kind"] == "onnx" and card["variant"] == "tiny_test" and card["precision"] == "fp32"
     assert card["file_size_bytes"] == path.stat().st_size
@@ -174,6 +109,6 @@ def test_onnx_card_and_pinet_info(tmp_path):
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["source_checkpoint_sha256"] == "0" * 64
 
-    bad = build_tiny_model(tmp_path / "bad.onnx", metadata={keys.STAGE: None})
+    bad = tiny_onnx.build_tiny_model(tmp_path / "bad.onnx", metadata={keys.STAGE: None})
     refused = CliRunner().invoke(app, ["info", str(bad)])
     assert refused.exit_code == 1 and keys.STAGE in refused.stderr and "Traceback" not in refused.output

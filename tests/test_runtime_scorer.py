@@ -6,7 +6,6 @@ score tests can compute independently with numpy.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import warnings
 from pathlib import Path
@@ -20,20 +19,9 @@ from pinet_runtime import metadata as keys
 from pinet_runtime.preprocess import preprocess
 
 
-def _tiny_helpers():
-    spec = importlib.util.spec_from_file_location("tiny_model_helpers",
-                                                  Path(__file__).with_name("test_runtime_model_file.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TINY = _tiny_helpers()
-
-
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return TINY.build_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+def tiny_model(tiny_onnx, tmp_path_factory) -> Path:
+    return tiny_onnx.build_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -48,21 +36,21 @@ def _gradient(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
 
 
-def test_uniform_colour_scores_as_computed_by_hand(scorer):
+def test_uniform_colour_scores_as_computed_by_hand(tiny_onnx, scorer):
     colour = np.array([128, 64, 200], dtype=np.float64)
     image = np.broadcast_to(colour.astype(np.uint8), (50, 70, 3)).copy()
-    prep = TINY.TINY_PREPROCESSING
+    prep = tiny_onnx.TINY_PREPROCESSING
     standardised = (colour / 255.0 - np.array(prep.mean)) / np.array(prep.std)
     crops = np.broadcast_to(standardised[None, :, None, None], (5, 3, 32, 32))
-    expected = TINY.tiny_expected_score(crops)
+    expected = tiny_onnx.tiny_expected_score(crops)
     assert scorer.score(image) == pytest.approx(expected, abs=1e-5)
 
 
-def test_score_is_the_mean_of_per_crop_outputs_on_real_photos(scorer, sample_photos):
+def test_score_is_the_mean_of_per_crop_outputs_on_real_photos(tiny_onnx, scorer, sample_photos):
     for photo in sample_photos[:4]:
         crops = preprocess(photo, scorer.preprocessing)
         assert len(crops) == 5
-        assert scorer.score(photo) == pytest.approx(TINY.tiny_expected_score(crops), abs=1e-5)
+        assert scorer.score(photo) == pytest.approx(tiny_onnx.tiny_expected_score(crops), abs=1e-5)
 
 
 def test_path_bytes_pil_and_array_inputs_agree(scorer, tmp_path):
@@ -145,16 +133,16 @@ def test_threads_option(tiny_model):
         Scorer(tiny_model, threads=0)
 
 
-def test_fixed_batch_model_is_run_in_padded_chunks(tmp_path, scorer):
-    fixed = Scorer(TINY.build_tiny_model(tmp_path / "fixed.onnx", batch=4), providers="cpu")
+def test_fixed_batch_model_is_run_in_padded_chunks(tiny_onnx, tmp_path, scorer):
+    fixed = Scorer(tiny_onnx.build_tiny_model(tmp_path / "fixed.onnx", batch=4), providers="cpu")
     images = [_gradient(40, 44, seed=seed) for seed in range(3)]  # 15 crops: chunks of 4, last padded
     got = [r.score for r in fixed.score_many(images, batch_size=3)]
     want = [r.score for r in scorer.score_many(images, batch_size=3)]
     assert got == pytest.approx(want, abs=1e-6)
 
 
-def test_refuses_models_without_pinet_metadata(tmp_path):
-    bare = TINY.build_tiny_model(tmp_path / "bare.onnx", metadata={keys.PREPROCESSING: None})
+def test_refuses_models_without_pinet_metadata(tiny_onnx, tmp_path):
+    bare = tiny_onnx.build_tiny_model(tmp_path / "bare.onnx", metadata={keys.PREPROCESSING: None})
     with pytest.raises(ModelFileError, match="metadata keys missing: pinet.preprocessing"):
         Scorer(bare)
 

@@ -7,7 +7,6 @@ test_runtime_model_file.py; expected scores come from the Scorer API.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import subprocess
@@ -23,20 +22,9 @@ from pinet.cli.app import app
 from pinet_runtime import Scorer
 
 
-def _tiny_helpers():
-    spec = importlib.util.spec_from_file_location("tiny_model_helpers",
-                                                  Path(__file__).with_name("test_runtime_model_file.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TINY = _tiny_helpers()
-
-
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return TINY.build_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+def model(tiny_onnx, tmp_path_factory) -> Path:
+    return tiny_onnx.build_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
 @pytest.fixture()

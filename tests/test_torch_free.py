@@ -7,7 +7,6 @@ test_runtime_model_file.py); the child only reads it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -51,17 +50,9 @@ print(json.dumps({"one": one, "many": many, "loaded": loaded, "onnxruntime": "on
 """
 
 
-def _tiny_helpers():
-    spec = importlib.util.spec_from_file_location("tiny_model_helpers",
-                                                  Path(__file__).with_name("test_runtime_model_file.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return _tiny_helpers().build_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+def model(tiny_onnx, tmp_path_factory) -> Path:
+    return tiny_onnx.build_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:

@@ -7,7 +7,6 @@ and attached to the test report (docs/runtime.md quotes the measured figure).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -21,14 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "pinet", "training", "export", "runtime")
 
 
-def _tiny_helpers():
-    spec = importlib.util.spec_from_file_location("tiny_model_helpers",
-                                                  Path(__file__).with_name("test_runtime_model_file.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _folder_megabytes(folder: Path) -> float:
     total = sum(entry.stat().st_size for entry in folder.rglob("*") if entry.is_file() and not entry.is_symlink())
     return total / 2**20
@@ -39,7 +30,7 @@ def _run(command: list[str], **options) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_wheel_installs_without_extras_and_scores(tmp_path, sample_photos, record_property):
+def test_wheel_installs_without_extras_and_scores(tiny_onnx, tmp_path, sample_photos, record_property):
     # Build from a copy so the shared working tree gets no build/ or egg-info folders.
     source = tmp_path / "src"
     source.mkdir()
@@ -67,7 +58,7 @@ def test_wheel_installs_without_extras_and_scores(tmp_path, sample_photos, recor
     assert {"pinet-iqa", "onnxruntime", "numpy", "pillow", "typer", "rich"} <= names
     assert not names & {"torch", "torchvision", "onnx", "scipy", "safetensors"}  # extras stay out
 
-    model = _tiny_helpers().build_tiny_model(tmp_path / "tiny.onnx")
+    model = tiny_onnx.build_tiny_model(tmp_path / "tiny.onnx")
     photo = sample_photos[0]
     scored = _run([str(binaries / "pinet"), "score", str(photo), "--model", str(model), "--format", "json"],
                   cwd=tmp_path)  # not the repo root: the installed package must be used

@@ -213,7 +213,6 @@ def prepare(settings: PretrainSettings) -> PreparedPretraining:
 
 def _validate(prepared: PreparedPretraining, batch_size: int):
     """Pairwise ranking accuracy and distortion-class accuracy on the fixed val pairs (centre crop)."""
-    import torch
 
     model, device = prepared.run.model, prepared.device
     rank_hits = class_hits = pairs = 0
