@@ -87,14 +87,23 @@ def read_header(path: str | Path) -> CheckpointHeader:
 
 
 def save_checkpoint(path: str | Path, model, preprocessing: Preprocessing, training: dict | None = None,
-                    extra_tensors: dict | None = None) -> Path:
-    """Write ``model`` (a PINetStage1/2) atomically. ``extra_tensors`` are stored under ``extra/``."""
+                    extra_tensors: dict | None = None, half_precision_storage: bool = False) -> Path:
+    """Write ``model`` (a PINetStage1/2) atomically. ``extra_tensors`` are stored under ``extra/``.
+
+    ``half_precision_storage`` stores floating-point weights as float16 (half the file size, for
+    shipping a model); loading casts them back to the model's float32.
+    """
     from safetensors.torch import save_file
 
-    path = Path(path)
     from pinet.profile import count_parameters, flops_per_crop
 
-    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    path = Path(path)
+
+    def stored(tensor):
+        tensor = tensor.detach().contiguous().cpu()
+        return tensor.half() if half_precision_storage and tensor.is_floating_point() else tensor
+
+    tensors = {name: stored(tensor) for name, tensor in model.state_dict().items()}
     for name, tensor in (extra_tensors or {}).items():
         tensors[f"extra/{name}"] = tensor.detach().contiguous().cpu()
     metadata = {

@@ -137,3 +137,16 @@ def test_stage1_to_stage2_transfer_copies_every_shared_tensor():
     for name, value in regressor_before.items():
         assert torch.equal(target[name], value)
     assert not any(k.startswith(("rank_head.", "distortion_head.")) for k in target)
+
+
+def test_half_precision_storage_halves_the_file_and_loads_as_float32(stage2_file, tmp_path):
+    path, model = stage2_file
+    half = save_checkpoint(tmp_path / "half.safetensors", model, PREP, half_precision_storage=True)
+    assert half.stat().st_size < 0.55 * path.stat().st_size
+    restored = load_checkpoint(half, stage=2).model.state_dict()
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            assert restored[name].dtype == torch.float32
+            assert torch.equal(restored[name], value.half().float()), name
+        else:
+            assert torch.equal(restored[name], value), name
