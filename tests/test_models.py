@@ -145,3 +145,25 @@ def test_configs_derive_widths_from_taps():
     assert config.branch_channels == (1024, 512, 256, 128)
     assert config.path_bottleneck(256) == 64 and config.path_bottleneck(1024) == 256
     assert config.paper_model and not get_config("pinet_lite0").paper_model
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_backbone_init_from_a_local_weights_file(tmp_path, suffix):
+    torch.manual_seed(5)
+    source = create_model("pinet_r18", stage=2).backbone.state_dict()
+    path = tmp_path / f"resnet18{suffix}"
+    if suffix == ".pth":
+        torch.save({**source, "fc.weight": torch.zeros(1000, 512)}, path)   # a classifier's extra head is ignored
+    else:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in source.items()}, str(path))
+    torch.manual_seed(6)
+    model = create_model("pinet_r18", stage=1, init=str(path))
+    for name, value in model.backbone.state_dict().items():
+        assert torch.equal(value, source[name]), name
+    with pytest.raises(FileNotFoundError, match="not found"):
+        create_model("pinet_r18", init=str(tmp_path / "absent.pth"))
+    partial = tmp_path / "partial.pth"
+    torch.save({k: v for k, v in source.items() if not k.startswith("layer4")}, partial)
+    with pytest.raises(RuntimeError, match="lack"):
+        create_model("pinet_r18", init=str(partial))
