@@ -15,7 +15,7 @@ pinet data synth --refs "$PRISTINE" --out "$RUNS/synth" --workers 2
 #    stage 1 has no gating (the only part that cares about the 7x7 map size).
 [ -f "$RUNS/stage1/last.safetensors" ] && RESUME=(--resume)
 pinet train pretrain --data "$RUNS/synth" --variant pinet_lite0 --out "$RUNS/stage1" --init imagenet \
-    --steps 700 --batch-size 16 --crop-size 160 --lr 1e-4 --warmup-steps 100 \
+    --steps 1500 --batch-size 16 --crop-size 160 --lr 1e-4 --warmup-steps 100 \
     --checkpoint-every 50 --val-pairs 512 --workers 1 --threads 2 --seed 0 --no-progress "${RESUME[@]}"
 
 # 3. Stage 2 on the same train references' pseudo-MOS; the epoch is chosen on the val references.
