@@ -125,7 +125,7 @@ def run_export(checkpoint: Path, settings: ExportSettings, progress: ProgressCal
                             + (f" ({'; '.join(calib_skipped)})" if calib_skipped else ""))
                 outcome.validations.append(failed)
         if settings.quantize and len(crops) > 0:
-            types = choose_int8_types(flags)
+            types = choose_int8_types(flags, settings.int8_target)
             source = {"directory": str(calib_dir), "photos": used, "skipped_files": calib_skipped,
                       "bundled_samples": settings.calib_dir is None}
             progress(f"int8: calibrating on {len(crops)} crops of {used} photos ({settings.calib_method})")

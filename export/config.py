@@ -37,6 +37,7 @@ class ExportSettings:
     calib_dir: Path | None = None
     calib_count: int = 64                # crops fed to calibration
     calib_method: str = "minmax"
+    int8_target: str = "this-cpu"        # or "portable" (reduce_range whatever the exporting CPU)
     opset: int | None = None
     batch: int | None = None             # None: dynamic batch axis
     validate: bool = True
@@ -46,6 +47,8 @@ class ExportSettings:
     def __post_init__(self) -> None:
         if self.calib_method not in CALIBRATION_METHODS:
             raise ValueError(f"calibration method {self.calib_method!r} is not one of {CALIBRATION_METHODS}")
+        if self.int8_target not in ("this-cpu", "portable"):
+            raise ValueError(f"INT8 target {self.int8_target!r} is not one of ('this-cpu', 'portable')")
         if self.calib_count < 1:
             raise ValueError(f"calibration count must be >= 1, got {self.calib_count}")
         if self.batch is not None and self.batch < 1:

@@ -44,7 +44,16 @@ class Int8Types:
     reason: str
 
 
-def choose_int8_types(flags: dict[str, bool]) -> Int8Types:
+INT8_TARGETS = ("this-cpu", "portable")
+
+
+def choose_int8_types(flags: dict[str, bool], target: str = "this-cpu") -> Int8Types:
+    """``this-cpu`` tunes to the exporting machine; ``portable`` (for files that ship to unknown
+    CPUs) always uses reduce_range, which is exact on VNNI machines too, just 1 bit coarser."""
+    if target not in INT8_TARGETS:
+        raise ValueError(f"INT8 target {target!r} is not one of {INT8_TARGETS}")
+    if target == "portable":
+        return Int8Types("uint8", "int8", True, "portable: U8S8 with reduce_range, safe on CPUs without VNNI")
     if flags.get("avx512_vnni") or flags.get("avx_vnni"):
         return Int8Types("uint8", "int8", False, "VNNI present: U8S8 with the full 8-bit weight range")
     return Int8Types("uint8", "int8", True, "no VNNI (AVX2 path): U8S8 with reduce_range to avoid "

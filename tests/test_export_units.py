@@ -27,6 +27,10 @@ def test_int8_types_follow_vnni(tmp_path):
     assert choose_int8_types(cpu_flags(tmp_path / "missing")).reduce_range is True  # unknown CPU: safe side
     types = choose_int8_types(flags)
     assert (types.activation, types.weight) == ("uint8", "int8")
+    # Files that ship to unknown CPUs: reduce_range even when the exporting CPU has VNNI.
+    assert choose_int8_types(cpu_flags(vnni), "portable").reduce_range is True
+    with pytest.raises(ValueError, match="INT8 target"):
+        choose_int8_types(flags, "fastest")
 
 
 def test_parity_photos_add_flips_then_resized_copies_to_reach_the_minimum(tmp_path):

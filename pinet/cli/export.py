@@ -33,6 +33,9 @@ def export(
                                          "(default: the sample photos bundled with pinet)"),
     calib_count: int = typer.Option(64, "--calib-count", min=1, help="Calibration crops to use"),
     calib_method: str = typer.Option("minmax", "--calib-method", help="minmax | entropy | percentile"),
+    int8_target: str = typer.Option("this-cpu", "--int8-target",
+                                    help="this-cpu (tune INT8 to this machine's VNNI/AVX2) | portable "
+                                         "(reduce_range: safe on any x86 CPU; use for files you ship)"),
     opset: Optional[int] = typer.Option(None, "--opset", min=18, help="ONNX opset (default 18, the dynamo floor)"),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size N"),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the validation gates"),
@@ -50,6 +53,8 @@ def export(
             raise fail("no bundled default model in this install; pass a checkpoint", EXIT_USAGE)
     if calib_method not in CALIBRATION_METHODS:
         raise fail(f"--calib-method must be one of {', '.join(CALIBRATION_METHODS)}, got {calib_method!r}", EXIT_USAGE)
+    if int8_target not in ("this-cpu", "portable"):
+        raise fail(f"--int8-target must be this-cpu or portable, got {int8_target!r}", EXIT_USAGE)
     if calib is not None and not calib.is_dir():
         raise fail(f"--calib {calib}: not a directory", EXIT_USAGE)
     try:
@@ -57,7 +62,8 @@ def export(
     except ValueError as err:
         raise fail(str(err), EXIT_USAGE) from None
     settings = ExportSettings(out_dir=out, quantize=quantize, fp16=fp16, calib_dir=calib, calib_count=calib_count,
-                              calib_method=calib_method, opset=opset, batch=fixed_batch, validate=not no_validate,
+                              calib_method=calib_method, int8_target=int8_target, opset=opset, batch=fixed_batch,
+                              validate=not no_validate,
                               pristine_dir=PRISTINE_DIR if PRISTINE_DIR.is_dir() else None)
     try:
         with stderr.status("exporting") as status:
