@@ -87,3 +87,21 @@ def test_usage_and_failure_exit_codes(tmp_path):
     assert shown.returncode == 1 and "bad.safetensors" in shown.stderr and "Traceback" not in shown.stderr
     assert not (tmp_path / "x.safetensors").exists()
     assert torch.__version__  # the parent process has torch; only the subprocesses block it
+
+
+def test_model_pack_writes_a_half_size_weights_only_copy(tmp_path):
+    from pinet.checkpoint import load_checkpoint, save_checkpoint
+    from pinet.models import default_preprocessing
+
+    model = create_model("pinet_lite0", stage=2)
+    source = save_checkpoint(tmp_path / "trained.safetensors", model, default_preprocessing("pinet_lite0"),
+                             training={"epoch": 3}, extra_tensors={"optimizer/0/exp_avg": torch.ones(10)})
+    packed = tmp_path / "packed.safetensors"
+    result = run_pinet("model", "pack", str(source), "--out", str(packed))
+    assert result.returncode == 0, result.stderr
+    loaded = load_checkpoint(packed, stage=2)
+    assert loaded.extra_tensors == {} and loaded.header.training["epoch"] == 3
+    assert loaded.header.training["storage"] == "float16"
+    assert packed.stat().st_size < 0.55 * source.stat().st_size
+    bad = run_pinet("model", "pack", str(tmp_path / "absent.safetensors"), "--out", str(tmp_path / "x.safetensors"))
+    assert bad.returncode == 1 and "absent.safetensors" in bad.stderr

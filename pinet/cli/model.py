@@ -47,3 +47,23 @@ def create(
     save_checkpoint(out, model, default_preprocessing(variant),
                     training={"backbone_init": used_init, "seed": seed, "trained": False})
     stderr.print(f"wrote {out} ({variant}, stage {stage}, backbone init {used_init})")
+
+
+@app.command("pack")
+def pack(
+    checkpoint: Path = typer.Argument(..., help="A trained checkpoint (.safetensors)"),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write"),
+    half: bool = typer.Option(True, "--half/--full", help="Store weights as float16 (half the size)"),
+) -> None:
+    """Write a shippable copy of a checkpoint: weights and metadata only (no optimizer state)."""
+    require_extra("train", "model pack")
+    from pinet.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+
+    try:
+        loaded = load_checkpoint(checkpoint)
+    except CheckpointError as err:
+        raise fail(str(err)) from None
+    training = {**loaded.header.training, "packed_from_sha256": file_sha256(checkpoint),
+                "storage": "float16" if half else "float32"}
+    save_checkpoint(out, loaded.model, loaded.header.preprocessing, training=training, half_precision_storage=half)
+    stderr.print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, stage {loaded.header.stage})")
