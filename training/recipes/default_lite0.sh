@@ -26,3 +26,15 @@ pinet train finetune --init "$RUNS/stage1/last.safetensors" --dataset synthetic 
     --out "$RUNS/stage2" --crop-size 224 --epochs 6 --images-per-epoch 1200 --crops-per-image 1 \
     --batch-size 24 --lr-backbone 3e-5 --lr-head 3e-4 --checkpoint-every 25 --workers 1 --threads 2 \
     --seed 0 --no-progress "${RESUME[@]}"
+
+# 4. Ship: a float16 weights-only checkpoint, then FP32 + INT8 ONNX exported and validated from it.
+#    INT8 targets any x86 CPU (reduce_range), calibrated on the bundled sample photos.
+pinet model pack "$RUNS/stage2/best.safetensors" --out pinet/assets/default.safetensors
+pinet export pinet/assets/default.safetensors --quantize --int8-target portable \
+    --calib runtime/assets/samples --out "$RUNS/export"
+cp "$RUNS/export/model.onnx" runtime/assets/default.onnx
+cp "$RUNS/export/model.int8.onnx" runtime/assets/default.int8.onnx
+
+# 5. Model-card figures on the held-out references, with the shipped files themselves.
+python -m pinet_training.synthetic_validation --data "$RUNS/synth" \
+    --model runtime/assets/default.onnx --model runtime/assets/default.int8.onnx --out "$RUNS/validation"
