@@ -124,6 +124,7 @@ def save_checkpoint(path: str | Path, model, preprocessing: Preprocessing, train
         save_file(tensors, tmp_name, metadata=metadata)
         with open(tmp_name, "rb") as written:
             os.fsync(written.fileno())
+        os.chmod(tmp_name, 0o644)          # mkstemp makes 0600; a checkpoint is an ordinary shared file
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):

@@ -54,6 +54,7 @@ def test_round_trip_is_exact(stage2_file):
     assert header.cost["parameters"] == sum(p.numel() for p in model.parameters())
     assert not loaded.model.training
     assert [p.name for p in path.parent.iterdir()] == ["model.safetensors"]   # no temp files left
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_extra_tensors_round_trip(tmp_path):
