@@ -209,6 +209,13 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
                                   {"params": head, "lr": settings.lr_head}], weight_decay=settings.weight_decay)
 
     split = round_split(dataset, round_index, settings.split_seed, settings.val_fraction)
+    if init_info.get("init_stage") != 2:
+        # A fresh regressor starts at the mean training score: with an L1 loss, outputs far below
+        # every target all get the same gradient sign, which carries no ranking signal.
+        start = sum(dataset.samples[i].score for i in split.split.train) / max(len(split.split.train), 1)
+        with torch.no_grad():
+            model.regressor[-1].bias.fill_(start)
+        init_info = {**init_info, "regressor_bias_start": round(start, 6)}
     try:
         batches = FinetuneBatches(dataset, split.split.train, prep, settings.batch_size, settings.crops_per_image,
                                   settings.flip, seed, settings.images_per_epoch)
