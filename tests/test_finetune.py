@@ -226,7 +226,7 @@ def test_init_from_stage1_copies_the_shared_tensors(replica, tmp_path):
     # the fresh regressor's output starts at the mean training score
     dataset = prepared.dataset
     mean_train = np.mean([dataset.samples[i].score for i in prepared.split.split.train])
-    assert float(model.regressor[-1].bias) == pytest.approx(mean_train, abs=1e-6)
+    assert float(model.regressor[-1].bias.detach()) == pytest.approx(mean_train, abs=1e-6)
     assert prepared.run.preprocessing.crop_size == 64            # crops follow the init contract
     assert prepared.run.info["init_stage"] == 1
 
