@@ -263,3 +263,15 @@ def test_images_per_epoch_draws_a_fresh_subset_each_epoch(replica):
     assert len({tuple(sorted(chosen.tolist())) for chosen in epochs}) > 1     # subsets change by epoch
     full = FinetuneBatches(dataset, train, prep, batch_size=2, crops_per_image=1, flip=False, seed=0)
     assert full.entries_per_epoch == len(train)
+
+
+def test_val_max_images_chooses_the_epoch_on_a_fixed_subset(replica, tmp_path):
+    from pinet_training.finetune import validation_subset
+
+    val = tuple(range(100, 140))
+    settings = _settings(replica, tmp_path / "run", val_max_images=10)
+    subset = validation_subset(val, settings)
+    assert len(subset) == 10 and set(subset) <= set(val) and list(subset) == sorted(subset)
+    assert validation_subset(val, settings) == subset                       # fixed by the seed
+    assert validation_subset(val, _settings(replica, tmp_path / "run", val_max_images=None)) == val
+    assert validation_subset(val[:5], settings) == val[:5]

@@ -36,6 +36,7 @@ from pinet_training.protocol import write_json_atomic
 
 BEST_METRIC = "val_srcc"
 LOSSES = ("l1", "mse")
+STREAM_VAL_SUBSET = 7                  # engine.step_rng stream of the --val-max-images draw
 HEAD_PREFIX = "regressor."            # trained at --lr-head; everything else at --lr-backbone
 
 
@@ -61,6 +62,7 @@ class FinetuneSettings:
     weight_decay: float = 1e-7
     crops_per_image: int = 5
     images_per_epoch: int | None = None    # None: every training image each epoch
+    val_max_images: int | None = None      # None: validate (choose the epoch) on the whole val split
     flip: bool = True
     loss: str = "l1"
     crop_size: int | None = None           # None: the init checkpoint's (or the variant's) contract
@@ -229,7 +231,8 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
                 "init": init_info.get("init_sha256", f"none/{init_info.get('backbone_init')}"),
                 "batch_size": settings.batch_size, "lr_backbone": settings.lr_backbone, "lr_head": settings.lr_head,
                 "weight_decay": settings.weight_decay, "crops_per_image": settings.crops_per_image,
-                "images_per_epoch": settings.images_per_epoch, "flip": settings.flip, "loss": settings.loss,
+                "images_per_epoch": settings.images_per_epoch,
+                "val_max_images": settings.val_max_images, "flip": settings.flip, "loss": settings.loss,
                 "val_fraction": settings.val_fraction, "seed": seed,
                 "split_seed": settings.split_seed, "round": round_index}
     info = {**init_info, "dataset_root": str(Path(dataset.root).resolve()), "resize": resize_why,
@@ -286,14 +289,24 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
 
     def validate() -> dict[str, float]:
         # Looked up at call time so tests can plant a validation curve.
-        return validation_metrics(run.model, prepared.dataset, prepared.split.split.val, run.preprocessing,
-                                  settings.eval_batch_size, device)
+        return validation_metrics(run.model, prepared.dataset, validation_subset(prepared.split.split.val, settings),
+                                  run.preprocessing, settings.eval_batch_size, device)
 
     plan = LoopPlan(total_steps=prepared.total_steps, steps_per_epoch=prepared.batches.steps_per_epoch,
                     checkpoint_every=settings.checkpoint_every, best_metric=BEST_METRIC)
     loader = step_loader(prepared.batches, run.state.step, prepared.total_steps, settings.workers)
     with torch.autograd.set_grad_enabled(True):
         return fit(run, plan, loader, step_fn, validate, logger, settings.show_progress)
+
+
+def validation_subset(val: tuple[int, ...], settings: FinetuneSettings) -> tuple[int, ...]:
+    """The val images that choose the epoch: all, or a fixed seeded subset of --val-max-images."""
+    if settings.val_max_images is None or len(val) <= settings.val_max_images:
+        return tuple(val)
+    from pinet_training.engine import step_rng
+
+    chosen = step_rng(settings.seed, 0, STREAM_VAL_SUBSET).choice(len(val), settings.val_max_images, replace=False)
+    return tuple(val[i] for i in sorted(chosen))
 
 
 def chosen_epoch(prepared: PreparedRound) -> int:

@@ -52,6 +52,10 @@ def finetune(
     images_per_epoch: Optional[int] = typer.Option(None, "--images-per-epoch", min=1,
                                                    help="Train on a fresh seeded subset of this many images each "
                                                         "epoch (default: all; for large sets such as the synthetic one)"),
+    val_max_images: Optional[int] = typer.Option(None, "--val-max-images", min=1,
+                                                 help="Choose the epoch on a fixed seeded subset of this many "
+                                                      "validation images (default: all; the test split is always "
+                                                      "scored whole)"),
     no_flip: bool = typer.Option(False, "--no-flip", help="No random horizontal flips"),
     loss: str = typer.Option("l1", "--loss", help="l1 or mse, on the normalised 0-1 score"),
     crop_size: Optional[int] = typer.Option(None, "--crop-size", help="Crop size (default: the init contract's, 224)"),
@@ -82,7 +86,8 @@ def finetune(
         dataset=dataset, root=root, out_dir=out, init=init, variant=variant, backbone_init=backbone_init,
         csv_scale=csv_scale_from_options(dataset, csv_range, csv_lower_is_better), epochs=epochs,
         batch_size=batch_size, lr_backbone=lr_backbone, lr_head=lr_head, weight_decay=weight_decay,
-        crops_per_image=crops_per_image, images_per_epoch=images_per_epoch, flip=not no_flip, loss=loss, crop_size=crop_size,
+        crops_per_image=crops_per_image, images_per_epoch=images_per_epoch, val_max_images=val_max_images,
+        flip=not no_flip, loss=loss, crop_size=crop_size,
         resize_short_side=resize_short_side, val_fraction=val_fraction, seed=seed, split_seed=split_seed,
         rounds=rounds, device=device, workers=workers, threads=threads, checkpoint_every=checkpoint_every,
         eval_batch_size=eval_batch_size, resume=resume, show_progress=progress)
