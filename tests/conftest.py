@@ -27,12 +27,35 @@ def pristine_dir() -> Path:
     return PRISTINE
 
 
-@pytest.fixture(scope="session")
-def tiny_onnx():
-    """tests/helpers/tiny_onnx.py as a module (test files cannot import each other under importlib mode)."""
+def _helper_module(name: str):
+    """tests/helpers/<name>.py as a module (test files cannot import each other under importlib mode)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("pinet_tests_tiny_onnx", ROOT / "tests" / "helpers" / "tiny_onnx.py")
+    spec = importlib.util.spec_from_file_location(f"pinet_tests_{name}", ROOT / "tests" / "helpers" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx():
+    """A tiny PINet-shaped ONNX model builder (tests/helpers/tiny_onnx.py)."""
+    return _helper_module("tiny_onnx")
+
+
+@pytest.fixture(scope="session")
+def replicas():
+    """Generated IQA datasets (tests/helpers/replicas.py)."""
+    return _helper_module("replicas")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """On the shared 2-core machines torch's 2-thread spin-waiting made a tiny forward pass ~50x
+    slower (3.2 s vs 0.06 s measured); one thread keeps those tests quick. Restored after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

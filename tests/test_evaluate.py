@@ -1,13 +1,11 @@
 """`pinet eval`: reproduces fine-tuning's test SRCC exactly, cross-dataset report, refusals, fixed crops."""
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from pinet.checkpoint import load_checkpoint, read_header, save_checkpoint
@@ -21,33 +19,14 @@ SAMPLES = sorted((ROOT / "runtime" / "assets" / "samples").glob("*.jpg"))
 SCALE = CsvScale(low=0.0, high=11.0, higher_is_better=True)
 
 
-def make_blur_replica(folder: Path, photos: list[Path], name: str, with_reference: bool) -> Path:
-    """Each photo (short side 80) at 4 Gaussian blur levels; score 10 - 3*level, 0-11 scale."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for r, photo in enumerate(photos):
-        image = Image.open(photo).convert("RGB")
-        image = image.resize((round(image.width * 80 / image.height), 80), Image.Resampling.BICUBIC)
-        for level in range(4):
-            file = f"img_{r}_{level}.png"
-            image.filter(ImageFilter.GaussianBlur(radius=1.5 * level)).save(folder / file)
-            rows.append([file, f"{10 - 3 * level + 0.1 * r:.2f}"] + ([f"ref{r}"] if with_reference else []))
-    labels = folder / f"{name}.csv"
-    with open(labels, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "score"] + (["reference"] if with_reference else []))
-        writer.writerows(rows)
-    return labels
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(replicas, tmp_path_factory):
     """A 2-epoch fine-tune on replica A (synthetic-style groups), plus replica B (authentic)."""
     from pinet_training.finetune import FinetuneSettings, run_finetune
 
     base = tmp_path_factory.mktemp("eval")
-    set_a = make_blur_replica(base / "A", SAMPLES[:6], "setA", with_reference=True)
-    set_b = make_blur_replica(base / "B", SAMPLES[6:8], "setB", with_reference=False)
+    set_a = replicas.make_blur_replica(base / "A", SAMPLES[:6], "setA", with_reference=True)
+    set_b = replicas.make_blur_replica(base / "B", SAMPLES[6:8], "setB", with_reference=False)
     settings = FinetuneSettings(dataset="csv", root=set_a, out_dir=base / "run", variant="pinet_lite0",
                                 backbone_init="random", csv_scale=SCALE, epochs=2, batch_size=8, crops_per_image=2,
                                 lr_backbone=1e-3, lr_head=1e-3, crop_size=64, resize_short_side="native",

@@ -28,14 +28,7 @@ def _small_prep() -> Preprocessing:
     return dataclasses.replace(default_preprocessing("pinet_lite0"), crop_size=64, resize_short_side=80)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """On the shared 2-core CI/dev machines torch's 2-thread spin-waiting made a tiny forward pass
-    ~50x slower (3.2 s vs 0.06 s measured); one thread keeps these tests quick. Restored after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from pinet.checkpoint import load_checkpoint, read_header, save_checkpoint
 from pinet.models import create_model
@@ -28,32 +28,13 @@ TINY = ["--variant", "pinet_lite0", "--backbone-init", "random", "--crop-size", 
         "--workers", "0", "--threads", "1", "--val-fraction", "0.25", "--no-progress"]
 
 
-def make_blur_replica(folder: Path, photos: list[Path], name: str, with_reference: bool) -> Path:
-    """Each photo (short side 80) at 4 Gaussian blur levels; score 10 - 3*level (+0.1*photo), 0-11 scale."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for r, photo in enumerate(photos):
-        image = Image.open(photo).convert("RGB")
-        image = image.resize((round(image.width * 80 / image.height), 80), Image.Resampling.BICUBIC)
-        for level in range(4):
-            file = f"img_{r}_{level}.png"
-            image.filter(ImageFilter.GaussianBlur(radius=1.5 * level)).save(folder / file)
-            rows.append([file, f"{10 - 3 * level + 0.1 * r:.2f}"] + ([f"ref{r}"] if with_reference else []))
-    labels = folder / f"{name}.csv"
-    with open(labels, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "score"] + (["reference"] if with_reference else []))
-        writer.writerows(rows)
-    return labels
-
-
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "pinet.cli", "train", "finetune", *args]
 
 
 @pytest.fixture(scope="module")
-def replica(tmp_path_factory) -> Path:
-    return make_blur_replica(tmp_path_factory.mktemp("setA"), SAMPLES[:6], "setA", with_reference=True)
+def replica(replicas, tmp_path_factory) -> Path:
+    return replicas.make_blur_replica(tmp_path_factory.mktemp("setA"), SAMPLES[:6], "setA", with_reference=True)
 
 
 def _settings(replica: Path, out: Path, **changes):

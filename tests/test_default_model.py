@@ -1,0 +1,102 @@
+"""The bundled default model: complete metadata, sensible ordering, torch-free scoring."""
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from pinet_runtime import Scorer, read_model_info
+from pinet_runtime import metadata as keys
+from pinet_runtime.model_file import default_model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE_LIMIT_BYTES = 40 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return Scorer(providers="cpu")                 # the bundled INT8 model
+
+
+@pytest.fixture(scope="module")
+def photo(samples_dir):
+    return Image.open(samples_dir / "kodak_kodim15.jpg").convert("RGB")
+
+
+def test_bundled_files_exist_are_complete_and_small():
+    checkpoint = ROOT / "pinet" / "assets" / "default.safetensors"
+    onnx_files = [default_model_path("fp32"), default_model_path("int8")]
+    samples = list((ROOT / "runtime" / "assets" / "samples").glob("*.jpg"))
+    total = checkpoint.stat().st_size + sum(p.stat().st_size for p in onnx_files + samples)
+    assert total <= BUNDLE_LIMIT_BYTES, f"bundle is {total / 2**20:.1f} MiB"
+    for path, precision in zip(onnx_files, ("fp32", "int8")):
+        info = read_model_info(path)
+        assert info.precision == precision and info.variant == "pinet_lite0" and info.stage == 2
+        assert info.preprocessing.crop_size == 224 and info.preprocessing.num_crops == 5
+        assert info.score_meaning["higher_is_better"] is True
+    from pinet.checkpoint import file_sha256, read_header
+
+    header = read_header(checkpoint)
+    assert header.stage == 2 and header.model_config.variant == "pinet_lite0"
+    assert read_model_info(onnx_files[0]).source_sha256 == file_sha256(checkpoint)
+    assert header.preprocessing == read_model_info(onnx_files[0]).preprocessing
+
+
+def test_every_metadata_key_is_present():
+    import onnx
+
+    for precision in ("fp32", "int8"):
+        model = onnx.load(str(default_model_path(precision)), load_external_data=False)
+        present = {entry.key for entry in model.metadata_props}
+        assert set(keys.REQUIRED_KEYS) <= present, set(keys.REQUIRED_KEYS) - present
+    calibration = read_model_info(default_model_path("int8")).calibration
+    assert calibration and read_model_info(default_model_path("fp32")).calibration is None
+
+
+def _jpeg(image, quality):
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def test_photo_beats_its_heavily_blurred_version(scorer, photo):
+    assert scorer.score(photo) > scorer.score(photo.filter(ImageFilter.GaussianBlur(6)))
+
+
+def test_photo_beats_its_jpeg_q5_version(scorer, photo):
+    assert scorer.score(photo) > scorer.score(_jpeg(photo, 5))
+
+
+def test_photo_beats_its_noisy_version(scorer, photo):
+    pixels = np.asarray(photo, dtype=np.float64)
+    noisy = np.clip(pixels + np.random.default_rng(0).normal(0, 40, pixels.shape), 0, 255).astype(np.uint8)
+    assert scorer.score(photo) > scorer.score(Image.fromarray(noisy))
+
+
+BLOCKED_SCORE = """
+import importlib.abc, sys
+BLOCKED = {"torch", "torchvision", "onnx", "onnxsim", "scipy", "safetensors", "pinet_training", "pinet_export"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked")
+        return None
+sys.meta_path.insert(0, Block())
+sys.argv = ["pinet", "score", sys.argv[1], "--format", "json"]
+from pinet.cli.app import main
+main()
+"""
+
+
+def test_pinet_score_on_the_bundled_samples_without_torch(samples_dir):
+    result = subprocess.run([sys.executable, "-c", BLOCKED_SCORE, str(samples_dir)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == len(list(samples_dir.glob("*.jpg")))
+    assert all(row["error"] is None and 0.0 <= row["score"] <= 1.2 for row in rows)
