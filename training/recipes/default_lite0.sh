@@ -24,7 +24,7 @@ pinet train pretrain --data "$RUNS/synth" --variant pinet_lite0 --out "$RUNS/sta
 RESUME=()
 [ -d "$RUNS/stage2" ] && RESUME=(--resume)
 pinet train finetune --init "$RUNS/stage1/last.safetensors" --dataset synthetic --root "$RUNS/synth" \
-    --out "$RUNS/stage2" --crop-size 224 --epochs 3 --images-per-epoch 2400 --val-max-images 600 --crops-per-image 1 \
+    --out "$RUNS/stage2" --crop-size 224 --epochs 4 --images-per-epoch 2400 --val-max-images 600 --crops-per-image 1 \
     --batch-size 24 --lr-backbone 3e-5 --lr-head 3e-4 --checkpoint-every 25 --workers 1 --threads 2 \
     --seed 0 --no-progress "${RESUME[@]}"
 
