@@ -20,8 +20,8 @@ from typing import Iterable, Iterator, Sequence, Union
 import numpy as np
 import onnxruntime as ort
 
-from pinet_runtime.model_file import ModelFileError, ModelInfo, default_model_path, load_session, \
-    model_info_from_session
+from pinet_runtime.model_file import ModelFileError, ModelInfo, default_model_path, int8_is_safe_here, \
+    load_session, model_info_from_session, x86_cpu_has_vnni
 from pinet_runtime.preprocess import ImageDecodeError, ImageSource, describe_source, preprocess
 
 CPU = "CPUExecutionProvider"
@@ -93,7 +93,8 @@ class Scorer:
         if not usable:
             usable = [CPU]
         explicit = not (isinstance(providers, str) and providers.lower() == "auto")
-        if model is None:
+        default_model = model is None
+        if default_model:
             # INT8 QDQ is the fast choice on CPUs but slow on CUDA (NOTES.md): ship FP32 there.
             on_cuda = _provider_name(usable[0]) == CUDA
             model = default_model_path("fp32" if on_cuda else "int8")
@@ -105,6 +106,10 @@ class Scorer:
             options.intra_op_num_threads = threads
         self._session = load_session(model, options, usable)
         self.info: ModelInfo = model_info_from_session(model, self._session)
+        if default_model and not int8_is_safe_here(self.info, x86_cpu_has_vnni()):
+            model = default_model_path("fp32")   # the bundled FP32 file: exact everywhere
+            self._session = load_session(model, options, usable)
+            self.info = model_info_from_session(model, self._session)
         self.providers: list[str] = list(self._session.get_providers())
         fell_back = unavailable + [_provider_name(p) for p in usable
                                    if _provider_name(p) not in self.providers]
