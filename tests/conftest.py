@@ -49,6 +49,12 @@ def replicas():
     return _helper_module("replicas")
 
 
+@pytest.fixture(scope="session")
+def interrupted_runs():
+    """Straight and SIGKILLed runs of a training command (tests/helpers/interrupted_runs.py)."""
+    return _helper_module("interrupted_runs")
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """On the shared 2-core machines torch's 2-thread spin-waiting made a tiny forward pass ~50x

@@ -4,10 +4,8 @@ disjoint splits, stage-1 transfer. Tiny Lite0 (random init, 64 px crops) on a bl
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -62,30 +60,19 @@ def test_tiny_finetune_lowers_its_training_loss(replica, tmp_path):
     assert (tmp_path / "run" / "results.md").read_text().count("SRCC") >= 2
 
 
-def test_killed_and_resumed_run_equals_uninterrupted(replica, tmp_path):
+def test_killed_and_resumed_run_equals_uninterrupted(interrupted_runs, replica, tmp_path):
     common = ["--dataset", "csv", "--csv-range", "0,11", "--root", str(replica), "--epochs", "2",
               "--checkpoint-every", "1", "--seed", "5", *TINY]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    straight = subprocess.run(_cli(*common, "--out", str(tmp_path / "straight")), env=env,
-                              capture_output=True, text=True, timeout=300)
-    assert straight.returncode == 0, straight.stderr
-
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(_cli(*common, "--out", str(interrupted)), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (interrupted / "last.safetensors").exists():
-        assert process.poll() is None and time.monotonic() < deadline, "run ended before its first checkpoint"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait(timeout=60) == -signal.SIGKILL
+    interrupted_runs.run_straight_then_kill(lambda out: _cli(*common, "--out", str(out)), tmp_path / "straight",
+                                            interrupted)
     total = read_header(tmp_path / "straight" / "last.safetensors").training["step"]
     killed_at = read_header(interrupted / "last.safetensors").training["step"]
     assert 0 < killed_at < total
     assert not (interrupted / "results.json").exists()
 
-    resumed = subprocess.run(_cli(*common, "--out", str(interrupted), "--resume"), env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(_cli(*common, "--out", str(interrupted), "--resume"),
+                             env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stderr
 

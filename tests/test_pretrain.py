@@ -2,10 +2,8 @@
 
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -224,28 +222,17 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "pinet.cli", "train", "pretrain", *args]
 
 
-def test_killed_and_resumed_run_equals_uninterrupted(tiny_data, tmp_path):
+def test_killed_and_resumed_run_equals_uninterrupted(interrupted_runs, tiny_data, tmp_path):
     common = ["--data", str(tiny_data), "--variant", "pinet_lite0", "--init", "random", "--steps", "10",
               "--checkpoint-every", "2", "--val-pairs", "6", "--seed", "3", "--lr", "1e-3", *SMALL]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    straight = subprocess.run(_cli(*common, "--out", str(tmp_path / "straight")), env=env,
-                              capture_output=True, text=True, timeout=300)
-    assert straight.returncode == 0, straight.stderr
-
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(_cli(*common, "--out", str(interrupted)), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (interrupted / "last.safetensors").exists():
-        assert process.poll() is None and time.monotonic() < deadline, "run ended before its first checkpoint"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait(timeout=60) == -signal.SIGKILL
+    interrupted_runs.run_straight_then_kill(lambda out: _cli(*common, "--out", str(out)), tmp_path / "straight",
+                                            interrupted)
     killed_at = read_header(interrupted / "last.safetensors").training["step"]
     assert 0 < killed_at < 10            # the kill really interrupted the run
 
-    resumed = subprocess.run(_cli(*common, "--out", str(interrupted), "--resume"), env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(_cli(*common, "--out", str(interrupted), "--resume"),
+                             env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {interrupted / 'last.safetensors'} at step" in resumed.stderr.replace("\n", "")
 
