@@ -266,3 +266,66 @@ def test_corrupt_mat_and_xlsx_are_reported(tmp_path):
     (spaq / "Annotations" / "MOS and Image attribute scores.xlsx").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match="xlsx"):
         load_dataset("spaq", spaq)
+
+
+SHARED_CLIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "clive"
+
+
+def _clive_csv_replica(root: Path) -> Path:
+    """The shared CLIVE folder's layout: scores.csv (path,score,score_std,role) + images/."""
+    rows = [("images/10.webp", "82.9", "15.1", "train"), ("images/100.JPG", "32.5", "19.1", "train"),
+            ("images/7.png", "50.0", "10.0", "train"), ("images/training_t1.webp", "64.0", "18.4", "anchor")]
+    for path, *_ in rows:
+        _image(root / path)
+    (root / "scores.csv").write_text("path,score,score_std,role\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    return root
+
+
+def test_clive_csv_layout_leaves_anchors_out_unless_asked(tmp_path):
+    root = _clive_csv_replica(tmp_path / "clive")
+    dataset = load_dataset("clive", root)
+    assert dataset.name == "clive" and dataset.content == "authentic"
+    assert [s.path.name for s in dataset.samples] == ["10.webp", "100.JPG", "7.png"]
+    assert [s.score for s in dataset.samples] == pytest.approx([0.829, 0.325, 0.5])
+    assert dataset.scale.label == "MOS (0-100)" and dataset.scale.higher_is_better
+    assert len({s.group for s in dataset.samples}) == 3                      # each photo its own content
+    with_anchors = load_dataset("clive", root, include_anchors=True)
+    assert _by_name(with_anchors)["training_t1.webp"].raw_score == 64.0
+    with pytest.raises(ValueError, match="include_anchors only applies"):
+        load_dataset("koniq10k", root, include_anchors=True)
+
+
+def test_csv_layout_takes_scale_and_direction_from_the_options(tmp_path):
+    root = _clive_csv_replica(tmp_path / "clive")
+    higher = load_dataset("csv", root, CsvScale(low=0, high=100, higher_is_better=True, label="MOS"))
+    lower = load_dataset("csv", root / "scores.csv", CsvScale(low=0, high=200, higher_is_better=False))
+    assert higher.name == "clive" and len(higher) == 3            # scores.csv is named after its folder
+    assert higher.scale.label == "MOS (0-100, higher is better)"
+    assert [s.score for s in higher.samples] == pytest.approx([0.829, 0.325, 0.5])
+    assert [s.score for s in lower.samples] == pytest.approx([1 - 82.9 / 200, 1 - 32.5 / 200, 0.75])
+    assert lower.scale.label == "score (0-200, lower is better)"
+
+
+def test_csv_wrong_columns_or_role_name_the_file(tmp_path):
+    root = _clive_csv_replica(tmp_path / "clive")
+    labels = root / "scores.csv"
+    labels.write_text("file,mos,role\nimages/10.webp,82.9,train\n")
+    for name, scale in (("clive", None), ("csv", CsvScale(0, 100, True))):
+        with pytest.raises(DatasetError) as info:
+            load_dataset(name, root, scale)
+        assert str(labels) in str(info.value) and "missing column(s) ['path', 'score']" in str(info.value)
+    labels.write_text("path,score,role\nimages/10.webp,82.9,train\nimages/7.png,50,test\n")
+    with pytest.raises(DatasetError, match=r"scores\.csv: line 3: role 'test' is not one of train, anchor"):
+        load_dataset("clive", root)
+
+
+def test_shared_clive_folder_reads_930_photos_on_the_mos_scale():
+    if not (SHARED_CLIVE / "scores.csv").is_file():
+        pytest.skip(f"the shared CLIVE data is not on this machine ({SHARED_CLIVE})")
+    dataset = load_dataset("clive", SHARED_CLIVE)
+    assert len(dataset) == 930 and len(dataset.groups) == 930
+    assert not any(s.path.name.startswith("training_t") for s in dataset.samples)
+    assert all(0 <= s.raw_score <= 100 and s.score == pytest.approx(s.raw_score / 100) for s in dataset.samples)
+    assert len(load_dataset("clive", SHARED_CLIVE, include_anchors=True)) == 937
+    as_csv = load_dataset("csv", SHARED_CLIVE, CsvScale(0, 100, True, "MOS"))
+    assert [s.score for s in as_csv.samples] == [s.score for s in dataset.samples]

@@ -8,6 +8,7 @@ from pathlib import Path
 from pinet_training.datasets.common import (
     DatasetError, IQADataset, ScoreScale, make_dataset, parse_float, require_dir, require_file, require_root,
 )
+from pinet_training.datasets.generic import GENERIC_CSV_NAME, load_generic_csv
 from pinet_training.datasets.tables import (
     load_mat_variable, mat_numbers, mat_strings, read_csv_table, read_xlsx_table,
 )
@@ -38,11 +39,18 @@ def load_koniq10k(root: Path | str) -> IQADataset:
     return make_dataset("koniq10k", root, rows, KONIQ_SCALE, "authentic", labels, resize_short_side=384)
 
 
-def load_clive(root: Path | str) -> IQADataset:
-    """LIVE In the Wild Challenge: ``Data/AllImages_release.mat`` (cell array ``AllImages_release``
-    of file names), ``Data/AllMOS_release.mat`` (``AllMOS_release``, MOS 0-100, same order) and the
-    images in ``Images/``. The 7 practice images (t1..t7.bmp) are excluded."""
+def load_clive(root: Path | str, include_anchors: bool = False) -> IQADataset:
+    """LIVE In the Wild Challenge, in either layout:
+
+    - the project's CSV layout: ``scores.csv`` with ``path,score[,score_std],role`` (MOS 0-100,
+      higher is better; ``role`` train or anchor) - the 7 anchor (practice) rows are left out
+      unless ``include_anchors``;
+    - the release's layout: ``Data/AllImages_release.mat`` (cell array ``AllImages_release`` of
+      file names), ``Data/AllMOS_release.mat`` (``AllMOS_release``, MOS 0-100, same order) and the
+      images in ``Images/``. The 7 practice images (t1..t7.bmp) are excluded (always)."""
     root = require_root(root, "LIVE Challenge (CLIVE)")
+    if (root / GENERIC_CSV_NAME).is_file() and not (root / "Data").is_dir():
+        return load_generic_csv(root, CLIVE_SCALE, include_anchors=include_anchors, name="clive")
     names_file = require_file(root, ["Data/AllImages_release.mat"], "CLIVE image-name file")
     mos_file = require_file(root, ["Data/AllMOS_release.mat"], "CLIVE MOS file")
     images = require_dir(root, "Images", "CLIVE image")

@@ -12,6 +12,7 @@ from pinet_training.datasets.tables import read_csv_table
 
 GENERIC_CSV_NAME = "scores.csv"
 SYNTHETIC_MANIFEST_NAME = "manifest.csv"
+CSV_ROLES = ("train", "anchor")
 PSEUDO_SCORE_SCALE = ScoreScale(low=0.0, high=1.0, higher_is_better=True, label="pseudo-MOS (0-1)")
 
 
@@ -22,18 +23,29 @@ class CsvScale:
     low: float
     high: float
     higher_is_better: bool
+    label: str = "score"                   # what the number is called (MOS, DMOS...): --csv-label
 
     def to_scale(self) -> ScoreScale:
         return ScoreScale(low=self.low, high=self.high, higher_is_better=self.higher_is_better,
-                          label=f"score ({self.low:g}-{self.high:g}, "
+                          label=f"{self.label} ({self.low:g}-{self.high:g}, "
                                 f"{'higher' if self.higher_is_better else 'lower'} is better)")
 
 
-def load_generic_csv(root: Path | str, scale: CsvScale) -> IQADataset:
-    """A CSV with header ``path,score[,reference]``. ``root`` is the CSV file itself or a folder
+def csv_name(labels: Path) -> str:
+    """The dataset's name: the CSV's stem, or its folder's name for the default ``scores.csv``."""
+    return labels.parent.resolve().name if labels.name == GENERIC_CSV_NAME else labels.stem
+
+
+def load_generic_csv(root: Path | str, scale: CsvScale | ScoreScale, include_anchors: bool = False,
+                     name: str | None = None) -> IQADataset:
+    """A CSV with header ``path,score[,reference][,role]``. ``root`` is the CSV file itself or a folder
     holding ``scores.csv``; relative paths are resolved against the CSV's folder. With a non-empty
     ``reference`` column the set is treated as synthetic and grouped by reference; without, every
-    image is its own group (authentic)."""
+    image is its own group (authentic).
+
+    ``role`` (optional): ``train`` rows are the data; ``anchor`` rows (e.g. the images raters
+    practised on before a study) are left out unless ``include_anchors``; any other role is an error.
+    Extra columns (``score_std``...) are ignored."""
     root = Path(root).expanduser()
     if root.is_file():
         labels = root
@@ -43,6 +55,11 @@ def load_generic_csv(root: Path | str, scale: CsvScale) -> IQADataset:
     has_reference = bool(table) and all(row.get("reference") for row in table)
     rows = []
     for line, row in enumerate(table, start=2):
+        role = row.get("role", "train") or "train"
+        if role not in CSV_ROLES:
+            raise DatasetError(labels, f"line {line}: role {role!r} is not one of {', '.join(CSV_ROLES)}")
+        if role == "anchor" and not include_anchors:
+            continue
         if not row["path"]:
             raise DatasetError(labels, f"line {line}: empty path")
         path = Path(row["path"]).expanduser()
@@ -50,7 +67,8 @@ def load_generic_csv(root: Path | str, scale: CsvScale) -> IQADataset:
         group = row["reference"] if has_reference else row["path"]
         rows.append((path, parse_float(row["score"], labels, line), group))
     content = "synthetic" if has_reference else "authentic"
-    return make_dataset(labels.stem, labels.parent, rows, scale.to_scale(), content, labels)
+    native = scale.to_scale() if isinstance(scale, CsvScale) else scale
+    return make_dataset(name or csv_name(labels), labels.parent, rows, native, content, labels)
 
 
 def load_synthetic(root: Path | str) -> IQADataset:

@@ -29,19 +29,28 @@ class UnknownDatasetError(ValueError):
         super().__init__(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
 
 
-def load_dataset(name: str, root: Path | str, csv_scale: CsvScale | None = None) -> IQADataset:
+ANCHOR_AWARE = ("csv", "clive")       # loaders with a role column whose anchor rows are optional
+
+
+def load_dataset(name: str, root: Path | str, csv_scale: CsvScale | None = None,
+                 include_anchors: bool = False) -> IQADataset:
     """Load dataset ``name`` from ``root`` in its published layout.
 
     ``csv_scale`` is required for ``name="csv"`` (the file cannot declare its own scale) and
-    refused for the others (their scale is part of the published dataset).
+    refused for the others (their scale is part of the published dataset). ``include_anchors``
+    keeps a CSV's ``role=anchor`` rows (left out by default; csv and clive only).
     """
     key = name.strip().lower()
+    if include_anchors and key not in ANCHOR_AWARE:
+        raise ValueError(f"include_anchors only applies to {' and '.join(ANCHOR_AWARE)}, not {name!r}")
     if key == "csv":
         if csv_scale is None:
             raise ValueError("the 'csv' dataset needs its score range and direction declared (csv_scale)")
-        return load_generic_csv(root, csv_scale)
+        return load_generic_csv(root, csv_scale, include_anchors=include_anchors)
     if key not in _LOADERS:
         raise UnknownDatasetError(name)
     if csv_scale is not None:
         raise ValueError(f"csv_scale only applies to the 'csv' dataset, not {name!r}")
+    if key == "clive":
+        return load_clive(root, include_anchors=include_anchors)
     return _LOADERS[key](root)
