@@ -5,7 +5,6 @@ Only onnxruntime reads the file (no onnx package, no torch), so this works in th
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -15,11 +14,13 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from pinet_runtime import metadata as keys
+from pinet_runtime.errors import ModelFileError, NoDefaultModelError  # noqa: F401 (public here too)
+from pinet_runtime.metadata import PRECISIONS, ModelMetadata  # noqa: F401
 from pinet_runtime.preprocess import Preprocessing
 
-PRECISIONS = ("fp32", "fp16", "int8")
-# Written by some exporters; shown on the card when present, never required.
-OPTIONAL_PARAMETERS_KEY = "pinet.parameters"
+# Written by export since the typed contract; optional on read (files exported before lack it).
+OPTIONAL_PARAMETERS_KEY = keys.PARAMETERS
+_INPUT_TYPES = ("tensor(float)", "tensor(float16)")
 _DEFAULT_MODEL_NAMES = {"fp32": "default.onnx", "int8": "default.int8.onnx"}
 
 
@@ -29,19 +30,6 @@ _ORT_LOAD_ERRORS = tuple(getattr(_ort_state, name) for name in (
     "Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NoModel", "NotFound",
     "NotImplemented", "RuntimeException", "EPFail", "EngineError", "ModelRequiresCompilation")
     if isinstance(getattr(_ort_state, name, None), type)) + (RuntimeError, ValueError, OSError)
-
-
-class ModelFileError(ValueError):
-    """A model file cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-
-class NoDefaultModelError(ModelFileError):
-    """This install carries no bundled default model (the caller must name a model file)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +59,7 @@ class ModelInfo:
     output: TensorInfo
     parameters: int | None = None
     extra_metadata: dict = field(default_factory=dict)  # keys outside REQUIRED_KEYS
+    metadata: ModelMetadata | None = None  # the typed metadata all the fields above come from
 
     @property
     def higher_is_better(self) -> bool:
@@ -104,59 +93,25 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
 
 
 def model_info_from_session(path: str | os.PathLike, session: ort.InferenceSession) -> ModelInfo:
-    """The ModelInfo of an already opened session (the Scorer opens the file only once)."""
+    """The ModelInfo of an already opened session (the Scorer opens the file only once).
+
+    Every model-side check happens here, when the model is opened: the metadata schema
+    (ModelMetadata.from_props), input/output names, ranks and element types, and the fixed input
+    size against the stored preprocessing. Nothing model-side is left to fail per image.
+    """
     path = Path(path)
-    props = dict(session.get_modelmeta().custom_metadata_map)
-    missing = [key for key in keys.REQUIRED_KEYS if not props.get(key)]
-    if missing:
-        raise ModelFileError(path, "not an exported PINet model: metadata keys missing: " + ", ".join(missing))
-
-    format_version = _parse_int(path, props, keys.FORMAT_VERSION)
-    if format_version > keys.ONNX_FORMAT_VERSION:
-        raise ModelFileError(path, f"ONNX format version {format_version} is newer than this runtime's "
-                                   f"{keys.ONNX_FORMAT_VERSION}; upgrade pinet-iqa")
-    try:
-        preprocessing = Preprocessing.from_dict(_parse_json(path, props, keys.PREPROCESSING))
-    except (TypeError, ValueError) as err:
-        raise ModelFileError(path, f"metadata {keys.PREPROCESSING} is not usable ({err})") from None
-    score_meaning = _parse_json(path, props, keys.SCORE_MEANING)
-    model_config = _parse_json(path, props, keys.MODEL_CONFIG)
-    calibration_text = props[keys.CALIBRATION]
-    calibration = None if calibration_text == "none" else _parse_json(path, props, keys.CALIBRATION)
-    precision = props[keys.PRECISION]
-    if precision not in PRECISIONS:
-        raise ModelFileError(path, f"metadata {keys.PRECISION} is {precision!r}, not one of {PRECISIONS}")
-
+    meta = ModelMetadata.from_props(dict(session.get_modelmeta().custom_metadata_map), path)
     model_input = _tensor(path, session.get_inputs(), keys.INPUT_NAME, "input")
     model_output = _tensor(path, session.get_outputs(), keys.OUTPUT_NAME, "output")
-    _check_input_shape(path, model_input, preprocessing)
-    parameters = _parse_int(path, props, OPTIONAL_PARAMETERS_KEY) if props.get(OPTIONAL_PARAMETERS_KEY) else None
+    _check_input_shape(path, model_input, meta.preprocessing)
+    _check_output_shape(path, model_output)
     return ModelInfo(
-        path=path, preprocessing=preprocessing, score_meaning=score_meaning,
-        variant=props[keys.VARIANT], stage=_parse_int(path, props, keys.STAGE), precision=precision,
-        calibration=calibration, source_sha256=props[keys.SOURCE_SHA256],
-        pinet_version=props[keys.PINET_VERSION], export_date=props[keys.EXPORT_DATE],
-        format_version=format_version, model_config=model_config,
-        input=model_input, output=model_output, parameters=parameters,
-        extra_metadata={k: v for k, v in props.items() if k not in keys.REQUIRED_KEYS},
+        path=path, preprocessing=meta.preprocessing, score_meaning=meta.score_meaning, variant=meta.variant,
+        stage=meta.stage, precision=meta.precision, calibration=meta.calibration, source_sha256=meta.source_sha256,
+        pinet_version=meta.pinet_version, export_date=meta.export_date, format_version=meta.format_version,
+        model_config=meta.model_config, input=model_input, output=model_output, parameters=meta.parameters,
+        extra_metadata={k: v for k, v in meta.to_props().items() if k not in keys.REQUIRED_KEYS}, metadata=meta,
     )
-
-
-def _parse_json(path: Path, props: dict, key: str) -> dict:
-    try:
-        value = json.loads(props[key])
-    except json.JSONDecodeError as err:
-        raise ModelFileError(path, f"metadata {key} is not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise ModelFileError(path, f"metadata {key} should be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _parse_int(path: Path, props: dict, key: str) -> int:
-    try:
-        return int(props[key])
-    except ValueError:
-        raise ModelFileError(path, f"metadata {key} should be an integer, got {props[key]!r}") from None
 
 
 def _tensor(path: Path, nodes: list, wanted: str, kind: str) -> TensorInfo:
@@ -171,11 +126,23 @@ def _check_input_shape(path: Path, model_input: TensorInfo, prep: Preprocessing)
     shape = model_input.shape
     if len(shape) != 4:
         raise ModelFileError(path, f"input {model_input.name!r} should be [batch, 3, S, S], got {list(shape)}")
+    if model_input.element_type not in _INPUT_TYPES:
+        raise ModelFileError(path, f"input {model_input.name!r} is {model_input.element_type}, expected one of "
+                                   f"{list(_INPUT_TYPES)}")
     expected = (3, prep.crop_size, prep.crop_size)
     for axis, (actual, wanted) in enumerate(zip(shape[1:], expected), start=1):
         if isinstance(actual, int) and actual != wanted:
             raise ModelFileError(path, f"input {model_input.name!r} axis {axis} is {actual} but the stored "
                                        f"preprocessing makes {list(expected)} crops")
+
+
+def _check_output_shape(path: Path, model_output: TensorInfo) -> None:
+    """One score per crop: [batch] or [batch, 1]."""
+    shape = model_output.shape
+    per_crop = shape[1] if len(shape) == 2 else 1
+    if len(shape) not in (1, 2) or (isinstance(per_crop, int) and per_crop != 1):
+        raise ModelFileError(path, f"output {model_output.name!r} should be [batch] (one score per crop), "
+                                   f"got {list(shape)}")
 
 
 def default_model_path(precision: str = "int8") -> Path:

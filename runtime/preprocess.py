@@ -26,37 +26,34 @@ described by ``score_name``, ``score_range`` and ``higher_is_better``.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+
+from pinet_runtime.decode import PILLOW_FAILURES, decode_rgb, to_rgb
+from pinet_runtime.errors import ImageDecodeError, ImageLimitError, MetadataError
+from pinet_runtime.geometry import check_limits, target_size
+from pinet_runtime.schema import CONTRACT_VERSION, CROP_LAYOUTS, preprocessing_problems  # noqa: F401 (re-exported)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CONTRACT_VERSION = 1
-CROP_LAYOUTS = ("center", "center_corners", "grid")
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
-
-
-class ImageDecodeError(ValueError):
-    """An input could not be turned into crops; the message names the input and the problem."""
-
-    def __init__(self, source_name: str, problem: str):
-        self.source_name = source_name
-        self.problem = problem
-        super().__init__(f"{source_name}: {problem}")
+_TUPLE_FIELDS = ("alpha_background", "mean", "std", "score_range")
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Everything needed to turn an image into model input, and to read the model's output."""
+    """Everything needed to turn an image into model input, and to read the model's output.
+
+    Validated on construction against the schema in runtime/schema.py (types, finite values,
+    ranges); a bad value raises ValueError naming every offending field and its allowed range.
+    """
 
     contract_version: int = CONTRACT_VERSION
     apply_exif_orientation: bool = True
@@ -75,23 +72,12 @@ class Preprocessing:
     higher_is_better: bool = True
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.crop_layout not in CROP_LAYOUTS:
-            problems.append(f"crop_layout {self.crop_layout!r} is not one of {CROP_LAYOUTS}")
-        if self.crop_size < 8:
-            problems.append(f"crop_size {self.crop_size} is below 8")
-        if self.resize_short_side is not None and self.resize_short_side < self.crop_size:
-            problems.append(f"resize_short_side {self.resize_short_side} is below crop_size {self.crop_size}")
-        if self.resize_filter not in _FILTERS:
-            problems.append(f"resize_filter {self.resize_filter!r} is not one of {sorted(_FILTERS)}")
-        if min(self.grid_rows, self.grid_cols) < 1:
-            problems.append("grid_rows and grid_cols must be >= 1")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            problems.append("mean and std need 3 values, std > 0")
-        if self.contract_version > CONTRACT_VERSION:
-            problems.append(f"contract_version {self.contract_version} is newer than this toolkit's {CONTRACT_VERSION}")
+        for name in _TUPLE_FIELDS:  # lists (as JSON gives them) become tuples: equality and hashing
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        problems = preprocessing_problems(self)
         if problems:
-            raise ValueError("invalid preprocessing: " + "; ".join(problems))
+            raise MetadataError(problems[0].split(" ", 1)[0], "invalid preprocessing: " + "; ".join(problems))
 
     @property
     def num_crops(self) -> int:
@@ -101,17 +87,22 @@ class Preprocessing:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocessing":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_dict(cls, data: dict, require_all: bool = False) -> "Preprocessing":
+        """From stored data. ``require_all``: a missing field is an error (model files) rather
+        than its default (older checkpoints)."""
+        if not isinstance(data, dict):
+            raise MetadataError("preprocessing", f"invalid preprocessing: expected a JSON object, got {type(data).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(f"invalid preprocessing: unknown fields {unknown} (written by a newer toolkit?)")
-        tuples = {"alpha_background", "mean", "std", "score_range"}
-        values = {k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()}
-        return cls(**values)
+            raise MetadataError(unknown[0], f"invalid preprocessing: unknown fields {unknown} (written by a newer toolkit?)")
+        missing = [name for name in known if name not in data]
+        if require_all and missing:
+            raise MetadataError(missing[0], f"invalid preprocessing: fields missing: {', '.join(missing)}")
+        return cls(**data)
 
     @classmethod
     def from_json(cls, text: str) -> "Preprocessing":
@@ -135,108 +126,18 @@ def describe_source(source: ImageSource) -> str:
     return f"<{type(source).__name__}>"
 
 
-def target_size(width: int, height: int, prep: Preprocessing) -> tuple[int, int]:
-    """The (width, height) an image of this size is resized to (step 4)."""
-    short = min(width, height)
-    if prep.resize_short_side is not None:
-        wanted = prep.resize_short_side
-    elif short < prep.crop_size:
-        wanted = prep.crop_size
-    else:
-        return width, height
-    scale = wanted / short
-    # The short side lands on `wanted` exactly; the long side is rounded.
-    if width <= height:
-        return wanted, max(wanted, round(height * scale))
-    return max(wanted, round(width * scale)), wanted
-
-
 def load_image(source: ImageSource, prep: Preprocessing) -> Image.Image:
-    """Steps 1-4: decode, orient, convert to RGB and resize. Raises ImageDecodeError."""
+    """Steps 1-4: decode, orient, convert to RGB and resize. Raises ImageDecodeError (also
+    ImageLimitError, its subclass, for an image past a size limit of runtime/geometry.py)."""
     name = describe_source(source)
-    if isinstance(source, Image.Image):
-        image = source
-        image.load()
-    elif isinstance(source, np.ndarray):
-        image = _image_from_array(source, name)
-    else:
-        image = _decode(source, name, prep)
-    if prep.apply_exif_orientation:
-        image = ImageOps.exif_transpose(image)
-    rgb = to_rgb(image, prep, name)
-    size = target_size(rgb.width, rgb.height, prep)
+    rgb = decode_rgb(source, prep, name)
+    size = check_limits(name, rgb.width, rgb.height, prep)
     if size != rgb.size:
-        rgb = rgb.resize(size, _FILTERS[prep.resize_filter])
+        try:
+            rgb = rgb.resize(size, _FILTERS[prep.resize_filter])
+        except MemoryError:
+            raise ImageDecodeError(name, f"out of memory resizing to {size[0]}x{size[1]}") from None
     return rgb
-
-
-def _decode(source, name: str, prep: Preprocessing) -> Image.Image:
-    if isinstance(source, (bytes, bytearray)):
-        if len(source) == 0:
-            raise ImageDecodeError(name, "empty input (0 bytes)")
-        stream = io.BytesIO(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ImageDecodeError(name, "no such file" if not path.exists() else "not a regular file")
-        if path.stat().st_size == 0:
-            raise ImageDecodeError(name, "empty file (0 bytes)")
-        stream = path
-    try:
-        image = Image.open(stream)
-        if prep.jpeg_draft and image.format == "JPEG":
-            # libjpeg's DCT scaling: decode at 1/2, 1/4 or 1/8 while staying >= the resize target.
-            image.draft(image.mode, target_size(image.width, image.height, prep))
-        image.load()
-    except Image.DecompressionBombError as err:
-        raise ImageDecodeError(name, f"refused by Pillow's decompression-bomb limit ({err})") from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError(name, "not an image Pillow can read (unknown or unsupported format, "
-                                     "e.g. HEIC without a plugin)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageDecodeError(name, f"corrupt or truncated image ({err})") from None
-    return image
-
-
-def _image_from_array(array: np.ndarray, name: str) -> Image.Image:
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ImageDecodeError(name, "expected an HxW, HxWx3 or HxWx4 array")
-    if array.dtype != np.uint8:
-        raise ImageDecodeError(name, f"expected uint8 pixels, got {array.dtype}")
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[array.shape[2]]
-    return Image.fromarray(np.ascontiguousarray(array if mode != "L" else array[:, :, 0]), mode)
-
-
-def to_rgb(image: Image.Image, prep: Preprocessing, name: str = "<image>") -> Image.Image:
-    """Step 3: any Pillow mode to 8-bit RGB, by the rules in the module docstring."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
-        return _gray_to_rgb(values)
-    if mode == "F":
-        values = np.asarray(image, dtype=np.float64) * 255.0
-        return _gray_to_rgb(values)
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, prep.alpha_background)
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    try:
-        return image.convert("RGB")
-    except (ValueError, OSError) as err:
-        raise ImageDecodeError(name, f"cannot convert mode {mode} to RGB ({err})") from None
-
-
-def _gray_to_rgb(values: np.ndarray) -> Image.Image:
-    gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-    return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), "RGB")
 
 
 def crop_origins(height: int, width: int, prep: Preprocessing) -> list[tuple[int, int]]:
@@ -279,11 +180,16 @@ def make_crops(image: Image.Image, prep: Preprocessing) -> np.ndarray:
 
 
 def preprocess(source: ImageSource, prep: Preprocessing) -> np.ndarray:
-    """The whole contract: any supported input to float32 crops [N, 3, crop, crop]."""
-    return make_crops(load_image(source, prep), prep)
+    """The whole contract: any supported input to float32 crops [N, 3, crop, crop].
+    Every image-side failure raises ImageDecodeError naming the input."""
+    image = load_image(source, prep)
+    try:
+        return make_crops(image, prep)
+    except PILLOW_FAILURES as err:
+        raise ImageDecodeError(describe_source(source), f"cannot make crops ({type(err).__name__}: {err})") from None
 
 
 DEFAULT_PREPROCESSING = Preprocessing()
-__all__ = ["Preprocessing", "ImageDecodeError", "DEFAULT_PREPROCESSING", "load_image", "to_rgb",
+__all__ = ["Preprocessing", "ImageDecodeError", "ImageLimitError", "DEFAULT_PREPROCESSING", "load_image", "to_rgb",
            "crop_origins", "normalize", "make_crops", "preprocess", "target_size", "describe_source",
            "IMAGENET_MEAN", "IMAGENET_STD"]

@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
-import struct
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,6 +22,8 @@ import onnxruntime as ort
 
 from pinet_runtime.model_file import ModelFileError, ModelInfo, default_model_path, int8_is_safe_here, \
     load_session, model_info_from_session, x86_cpu_has_vnni
+from pinet_runtime.decode import PILLOW_FAILURES
+from pinet_runtime.errors import NonFiniteScoreError
 from pinet_runtime.preprocess import ImageDecodeError, ImageSource, describe_source, preprocess
 
 CPU = "CPUExecutionProvider"
@@ -30,10 +32,9 @@ PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 ProviderRequest = Union[str, Sequence[Union[str, tuple]]]
 logger = logging.getLogger(__name__)
 
-# Pillow's parsers can fail on hostile files with errors outside the contract's ImageDecodeError;
-# in a batch they must become that item's error rather than stop the run.
-_DECODER_FAILURES = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError,
-                     TypeError, ZeroDivisionError)
+# preprocess() turns every image-side failure into ImageDecodeError; this safety net keeps any
+# failure it might miss (a Pillow plugin's novel exception) to that item in a batch.
+_DECODER_FAILURES = PILLOW_FAILURES
 
 
 class ProviderFallbackWarning(UserWarning):
@@ -162,8 +163,12 @@ class Scorer:
         return scores[:, 0]
 
     def score(self, source: ImageSource) -> float:
-        """The image's score: the mean of its per-crop scores. Raises ImageDecodeError."""
-        return float(np.mean(self.score_crops(self.crops(source))))
+        """The image's score: the mean of its per-crop scores. Raises ImageDecodeError for a bad
+        image and NonFiniteScoreError when the model returns NaN or an infinity for it."""
+        value = float(np.mean(self.score_crops(self.crops(source))))
+        if not math.isfinite(value):
+            raise NonFiniteScoreError(describe_source(source), _non_finite(value))
+        return value
 
     def score_many(self, items: Iterable[ImageSource], batch_size: int = 8) -> Iterator[ScoreResult]:
         """Score many images, yielding one ScoreResult per item in input order.
@@ -193,6 +198,8 @@ class Scorer:
                 crops, error = None, str(err)
             except _DECODER_FAILURES as err:
                 crops, error = None, f"{name}: cannot decode ({type(err).__name__}: {err})"
+            if crops is not None and len(crops) == 0:
+                crops, error = None, f"{name}: no crops"
             prepared.append((name, crops, error, time.perf_counter() - started))
 
         good = [crops for _, crops, _, _ in prepared if crops is not None]
@@ -214,5 +221,13 @@ class Scorer:
             offset += count
             # The shared session run is charged to each image in proportion to its crops.
             seconds = decode_seconds + model_seconds * count / total_crops
-            results.append(ScoreResult(name, float(np.mean(image_scores)), None, count, seconds))
+            value = float(np.mean(image_scores))
+            if math.isfinite(value):
+                results.append(ScoreResult(name, value, None, count, seconds))
+            else:  # never reported as a score
+                results.append(ScoreResult(name, None, f"{name}: {_non_finite(value)}", count, seconds))
         return results
+
+
+def _non_finite(value: float) -> str:
+    return f"the model returned a non-finite score ({value}) for this image; no score is reported"

@@ -47,10 +47,11 @@ def test_refuses_a_model_without_metadata_and_lists_missing_keys(tiny_onnx, tmp_
     ({keys.CALIBRATION: "{oops"}, "not valid JSON"),
     ({keys.FORMAT_VERSION: str(keys.ONNX_FORMAT_VERSION + 1)}, "newer than this runtime"),
     ({keys.FORMAT_VERSION: "one"}, "should be an integer"),
-    ({keys.PRECISION: "int4"}, "not one of"),
+    ({keys.PRECISION: "int4"}, "must be one of"),
     ({keys.PREPROCESSING: json.dumps({"crop_size": 32, "resize_short_side": 40, "future_field": 1})},
      "unknown fields"),
-    ({keys.PREPROCESSING: Preprocessing(crop_size=48, resize_short_side=60).to_json()}, "axis 2 is 32"),
+    ({keys.PREPROCESSING: Preprocessing(crop_size=48, resize_short_side=60, score_name="tiny-weighted-mean",
+                                        score_range=(-3.0, 3.0)).to_json()}, "axis 2 is 32"),
 ])
 def test_refuses_bad_metadata_naming_the_problem(tiny_onnx, tmp_path, override, fragment):
     path = tiny_onnx.build_tiny_model(tmp_path / "bad.onnx", metadata=override)
