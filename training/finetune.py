@@ -22,26 +22,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from pinet_training.datasets import CsvScale, DatasetError, IQADataset, load_dataset
-from pinet_training.evaluate import (
-    DEFAULT_EVAL_BATCH, SPLIT_KEY, TEST_KEY, evaluate_checkpoint, quality_metrics, sample_id, score_images,
-)
+from pinet_training.evaluate import DEFAULT_EVAL_BATCH, SPLIT_KEY, TEST_KEY, evaluate_checkpoint, sample_id
 from pinet_training.finetune_data import FinetuneBatches, RoundSplit, round_split
-from pinet_training.protocol import write_json_atomic
+from pinet_training.finetune_model import build_model, resize_choice
+from pinet_training.finetune_report import (
+    BEST_METRIC, FinetuneError, chosen_epoch, mix_heldout_metrics, validation_metrics, validation_subset,
+    write_all_data_results, write_results,
+)
+from pinet_training.mixed import LossWeights, MixedBatches, dataset_record, mix_batches, mixed_loss, \
+    score_meaning_name
+from pinet_training.protocol import Split, write_json_atomic
 
-BEST_METRIC = "val_srcc"
 LOSSES = ("l1", "mse")
-STREAM_VAL_SUBSET = 7                  # engine.step_rng stream of the --val-max-images draw
 HEAD_PREFIX = "regressor."            # trained at --lr-head; everything else at --lr-backbone
-
-
-class FinetuneError(ValueError):
-    """A problem with the user's input (data, options, init checkpoint, run folder)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +76,15 @@ class FinetuneSettings:
     eval_batch_size: int = DEFAULT_EVAL_BATCH
     resume: bool = False
     show_progress: bool = True
+    include_anchors: bool = False          # keep a CSV's role=anchor rows (csv, clive)
+    mix_dataset: str | None = None         # a second dataset trained on at once (ranking loss only)
+    mix_root: Path | None = None
+    mix_per_batch: int = 0                 # crops of the mix set in every batch of batch_size
+    mix_weight: float = 1.0                # weight of the mix set's fidelity ranking loss
+    rank_weight: float = 0.0               # fidelity ranking within the primary set, added to L1/MSE
+    mix_eval_max_images: int = 300         # held-out mix images scored on best.safetensors (fixed subset)
+    freeze_backbone_stages: int = 0        # keep the backbone's first K stages (stem = 1) fixed
+    train_on_all: bool = False             # no val/test split: every image trains, the last epoch ships
 
 
 def dataset_fingerprint(dataset: IQADataset) -> str:
@@ -90,9 +97,21 @@ def dataset_fingerprint(dataset: IQADataset) -> str:
 
 def load_data(settings: FinetuneSettings) -> IQADataset:
     try:
-        return load_dataset(settings.dataset, settings.root, csv_scale=settings.csv_scale)
+        return load_dataset(settings.dataset, settings.root, csv_scale=settings.csv_scale,
+                            include_anchors=settings.include_anchors)
     except (DatasetError, ValueError) as err:
         raise FinetuneError(str(err)) from None
+
+
+def load_mix(settings: FinetuneSettings) -> IQADataset | None:
+    if settings.mix_dataset is None:
+        return None
+    if settings.mix_root is None:
+        raise FinetuneError("--mix-dataset needs --mix-root")
+    try:
+        return load_dataset(settings.mix_dataset, settings.mix_root)
+    except (DatasetError, ValueError) as err:
+        raise FinetuneError(f"--mix-dataset {settings.mix_dataset}: {err}") from None
 
 
 def round_dir(settings: FinetuneSettings, round_index: int) -> Path:
@@ -112,63 +131,17 @@ def check_settings(settings: FinetuneSettings) -> None:
         raise FinetuneError("--val-fraction must be between 0 and 1")
     if settings.backbone_init not in ("auto", "imagenet", "random"):
         raise FinetuneError("--backbone-init must be auto, imagenet or random")
-
-
-def _resize_choice(settings: FinetuneSettings, dataset: IQADataset, base_short_side: int | None) -> tuple[int | None, str]:
-    """The contract's resize for this dataset and a sentence saying why."""
-    choice = settings.resize_short_side.strip().lower()
-    if choice == "native":
-        return None, "native resolution (--resize-short-side native)"
-    if choice != "auto":
-        try:
-            return int(choice), f"short side {int(choice)} px (--resize-short-side)"
-        except ValueError:
-            raise FinetuneError(f"--resize-short-side must be auto, native or a number, got {choice!r}") from None
-    if dataset.resize_short_side is not None:
-        how = (" (KonIQ-10k 1024x768 -> 512x384, the paper's resize)" if dataset.name == "koniq10k" else "")
-        return dataset.resize_short_side, f"short side {dataset.resize_short_side} px, the dataset's suggestion{how}"
-    if dataset.name == "synthetic":
-        return base_short_side, f"the init contract's short side {base_short_side} (stage-1 data resolution)"
-    return None, "native resolution (the paper crops these datasets at native size)"
-
-
-def build_model(settings: FinetuneSettings):
-    """(stage-2 model, base Preprocessing, init description). Seeds must be set before (regressor init)."""
-    from pinet.checkpoint import CheckpointError, load_checkpoint, transfer_stage1_to_stage2
-    from pinet.models import create_model, default_preprocessing, get_config, list_models
-    from pinet_training.pretrain import resolve_init
-
-    if settings.init.strip().lower() in ("", "none"):
-        if settings.variant is None:
-            raise FinetuneError("--variant is needed with --init none")
-        if settings.variant not in list_models():
-            raise FinetuneError(f"unknown variant {settings.variant!r}; valid: {', '.join(list_models())}")
-        config = get_config(settings.variant)
-        init, note = resolve_init(config.backbone, settings.backbone_init)
-        try:
-            model = create_model(config, stage=2, init=init)
-        except (RuntimeError, FileNotFoundError) as err:
-            raise FinetuneError(f"--backbone-init {settings.backbone_init}: {err}") from None
-        return model, default_preprocessing(config), {"init": "none", "backbone_init": init, "note": note}
-    path = Path(settings.init)
-    try:
-        loaded = load_checkpoint(path)
-    except CheckpointError as err:
-        raise FinetuneError(f"--init: {err}") from None
-    config = loaded.header.model_config
-    if settings.variant is not None and settings.variant != config.variant:
-        raise FinetuneError(f"--init {path} is a {config.variant} checkpoint but --variant {settings.variant} was asked")
-    model = create_model(config, stage=2, init="random")
-    if loaded.header.stage == 1:
-        copied = transfer_stage1_to_stage2(loaded.model, model)
-        how = f"stage-1 transfer of {len(copied)} shared tensors; regressor freshly initialised"
-    else:
-        model.load_state_dict(loaded.model.state_dict(), strict=True)
-        how = "all tensors of a stage-2 checkpoint"
-    from pinet.checkpoint import file_sha256
-
-    return model, loaded.header.preprocessing, {"init": str(path.resolve()), "init_sha256": file_sha256(path),
-                                                "init_stage": loaded.header.stage, "note": how}
+    if (settings.mix_dataset is None) != (settings.mix_per_batch == 0):
+        raise FinetuneError("--mix-dataset and --mix-per-batch N (N >= 1) go together")
+    if settings.mix_dataset is not None and not settings.mix_per_batch < settings.batch_size:
+        raise FinetuneError(f"--mix-per-batch {settings.mix_per_batch} must be below --batch-size "
+                            f"{settings.batch_size} (the rest of each batch is the primary set)")
+    if min(settings.mix_weight, settings.rank_weight, settings.freeze_backbone_stages) < 0:
+        raise FinetuneError("--mix-weight, --rank-weight and --freeze-backbone-stages must be >= 0")
+    if settings.mix_eval_max_images < 1:
+        raise FinetuneError("--mix-eval-max-images must be >= 1")
+    if settings.train_on_all and settings.rounds != 1:
+        raise FinetuneError("--train-on-all makes one model from every image: use --rounds 1")
 
 
 @dataclass
@@ -181,9 +154,21 @@ class PreparedRound:
     device: object
     round_index: int
     notes: list[str]
+    mix: IQADataset | None = None
+    mix_split: RoundSplit | None = None
+    frozen: list = None           # backbone modules kept in eval mode (--freeze-backbone-stages)
 
 
-def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: int) -> PreparedRound:
+def primary_split(settings: FinetuneSettings, dataset: IQADataset, round_index: int) -> RoundSplit:
+    if settings.train_on_all:
+        every = tuple(range(len(dataset)))
+        return RoundSplit(Split(dataset.name, dataset.name, -1, every, (), ()), "train on all images (no split)",
+                          "--train-on-all: no validation or test images; the last epoch is the model")
+    return round_split(dataset, round_index, settings.split_seed, settings.val_fraction)
+
+
+def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: int,
+                  mix: IQADataset | None = None) -> PreparedRound:
     """Model, optimizer, split and batches of one round; resumes from its last.safetensors if asked."""
     import torch
 
@@ -197,20 +182,26 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     seed = settings.seed + round_index
     make_deterministic(seed)
     model, base_prep, init_info = build_model(settings)
-    resize, resize_why = _resize_choice(settings, dataset, base_prep.resize_short_side)
+    resize, resize_why = resize_choice(settings, dataset, base_prep.resize_short_side)
     try:
+        # The output's meaning is the PRIMARY set's normalised score (a mix set only ranks).
         prep = replace(base_prep, crop_size=settings.crop_size or base_prep.crop_size, resize_short_side=resize,
-                       score_name=f"{dataset.name} quality (normalised 0-1)", score_range=(0.0, 1.0),
-                       higher_is_better=True)
+                       score_name=score_meaning_name(dataset), score_range=(0.0, 1.0), higher_is_better=True)
     except ValueError as err:
         raise FinetuneError(str(err)) from None
     model.to(device)
+    from pinet_training.freeze import freeze_backbone_stages
+
+    try:
+        frozen = freeze_backbone_stages(model, settings.freeze_backbone_stages)
+    except ValueError as err:
+        raise FinetuneError(str(err)) from None
     head = [p for n, p in model.named_parameters() if n.startswith(HEAD_PREFIX)]
-    body = [p for n, p in model.named_parameters() if not n.startswith(HEAD_PREFIX)]
+    body = [p for n, p in model.named_parameters() if not n.startswith(HEAD_PREFIX) and p.requires_grad]
     optimizer = torch.optim.Adam([{"params": body, "lr": settings.lr_backbone},
                                   {"params": head, "lr": settings.lr_head}], weight_decay=settings.weight_decay)
 
-    split = round_split(dataset, round_index, settings.split_seed, settings.val_fraction)
+    split = primary_split(settings, dataset, round_index)
     if init_info.get("init_stage") != 2:
         # A fresh regressor starts at the mean training score: with an L1 loss, outputs far below
         # every target all get the same gradient sign, which carries no ranking signal.
@@ -218,10 +209,15 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
         with torch.no_grad():
             model.regressor[-1].bias.fill_(start)
         init_info = {**init_info, "regressor_bias_start": round(start, 6)}
+    mix_split = None
     try:
-        batches = FinetuneBatches(dataset, split.split.train, prep, settings.batch_size, settings.crops_per_image,
-                                  settings.flip, seed, settings.images_per_epoch)
-    except ValueError as err:
+        batches = FinetuneBatches(dataset, split.split.train, prep, settings.batch_size - settings.mix_per_batch,
+                                  settings.crops_per_image, settings.flip, seed, settings.images_per_epoch)
+        if mix is not None:
+            mix_split = round_split(mix, 0, settings.split_seed, settings.val_fraction)
+            batches = MixedBatches(batches, mix_batches(mix, mix_split.split.train, prep, settings.mix_per_batch,
+                                                        settings.flip, seed))
+    except (ValueError, DatasetError) as err:
         raise FinetuneError(str(err)) from None
     total_steps = settings.epochs * batches.steps_per_epoch
     split_record = {"dataset": dataset.name, "rule": split.rule, "seed": split.split.seed, "round": round_index,
@@ -235,10 +231,25 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
                 "val_max_images": settings.val_max_images, "flip": settings.flip, "loss": settings.loss,
                 "val_fraction": settings.val_fraction, "seed": seed,
                 "split_seed": settings.split_seed, "round": round_index}
+    datasets = [dataset_record(dataset, "primary", f"{settings.loss} on the normalised score"
+                               + (f" + {settings.rank_weight:g} x fidelity ranking" if settings.rank_weight else ""),
+                               normalised_range=[0.0, 1.0], include_anchors=settings.include_anchors)]
+    if mix is not None:
+        compared.update(mix_dataset=mix.name, mix_data_sha256=dataset_fingerprint(mix), mix_weight=settings.mix_weight,
+                        mix_per_batch=settings.mix_per_batch, rank_weight=settings.rank_weight)
+        datasets.append(dataset_record(mix, "mix", f"{settings.mix_weight:g} x fidelity ranking within this set only "
+                                       "(its scale never meets the primary one)", per_batch=settings.mix_per_batch,
+                                       train_images=len(mix_split.split.train), split_rule=mix_split.rule))
+    elif settings.rank_weight:
+        compared["rank_weight"] = settings.rank_weight
+    for key in ("freeze_backbone_stages", "include_anchors", "train_on_all"):
+        if getattr(settings, key):
+            compared[key] = getattr(settings, key)
     info = {**init_info, "dataset_root": str(Path(dataset.root).resolve()), "resize": resize_why,
             "device": str(device), "threads": threads, "workers": settings.workers, "epochs": settings.epochs,
             "total_steps": total_steps, "steps_per_epoch": batches.steps_per_epoch, "optimizer": "Adam",
-            "eval_batch_size": settings.eval_batch_size, SPLIT_KEY: split_record}
+            "eval_batch_size": settings.eval_batch_size, SPLIT_KEY: split_record, "datasets": datasets,
+            "frozen_backbone_stages": settings.freeze_backbone_stages}
     directory = round_dir(settings, round_index)
     run = TrainingRun(run_dir=directory, model=model, optimizer=optimizer, preprocessing=prep,
                       settings=compared, info=info)
@@ -253,39 +264,37 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
         raise FinetuneError(f"{directory} already holds a run ({last.name}); pass --resume to continue it "
                             "or choose another --out")
     return PreparedRound(run=run, dataset=dataset, split=split, batches=batches, total_steps=total_steps,
-                         device=device, round_index=round_index, notes=notes)
-
-
-def validation_metrics(model, dataset: IQADataset, indices, prep, batch_size: int, device) -> dict[str, float]:
-    """Validation SRCC/PLCC etc. with the contract's fixed crops (the model is in eval mode)."""
-    samples = dataset.subset(indices)
-    scores, _ = score_images(model, [s.path for s in samples], prep, batch_size, device)
-    metrics = quality_metrics(scores, [s.score for s in samples])
-    return {f"val_{k}": float(v) for k, v in metrics.items() if k in ("srcc", "krcc", "plcc", "rmse")}
+                         device=device, round_index=round_index, notes=notes, mix=mix, mix_split=mix_split,
+                         frozen=frozen)
 
 
 def train_round(prepared: PreparedRound, settings: FinetuneSettings):
     """Run the round to its last step; returns the engine's final TrainingState."""
     import torch
-    import torch.nn.functional as F
 
     from pinet_training.engine import LoopPlan, MetricsLogger, fit, step_loader
+    from pinet_training.freeze import keep_frozen_in_eval
 
     run, device = prepared.run, prepared.device
     logger = MetricsLogger(Path(run.run_dir) / "log.jsonl")
-    loss_fn = F.l1_loss if settings.loss == "l1" else F.mse_loss
+    weights = LossWeights(settings.loss, settings.rank_weight, settings.mix_weight)
 
     def step_fn(step: int, batch: dict) -> dict[str, float]:
         for message in batch["skipped"]:
             logger.log({"kind": "skipped", "step": step + 1, "problem": message})
         if not len(batch["targets"]):
             return {"images": 0}
+        keep_frozen_in_eval(prepared.frozen or [])
         predictions = run.model(batch["crops"].to(device))
-        loss = loss_fn(predictions, batch["targets"].to(device))
+        targets = batch["targets"].to(device)
+        source = batch.get("source", torch.zeros(len(targets), dtype=torch.int64)).to(device)
+        loss, parts = mixed_loss(predictions, targets, source, weights)
+        if loss is None:
+            return {"images": len(targets), **parts}
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
-        return {"loss": float(loss.detach()), "images": len(batch["targets"])}
+        return {"loss": float(loss.detach()), "images": len(targets), **parts}
 
     def validate() -> dict[str, float]:
         # Looked up at call time so tests can plant a validation curve.
@@ -296,93 +305,45 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
                     checkpoint_every=settings.checkpoint_every, best_metric=BEST_METRIC)
     loader = step_loader(prepared.batches, run.state.step, prepared.total_steps, settings.workers)
     with torch.autograd.set_grad_enabled(True):
-        return fit(run, plan, loader, step_fn, validate, logger, settings.show_progress)
-
-
-def validation_subset(val: tuple[int, ...], settings: FinetuneSettings) -> tuple[int, ...]:
-    """The val images that choose the epoch: all, or a fixed seeded subset of --val-max-images."""
-    if settings.val_max_images is None or len(val) <= settings.val_max_images:
-        return tuple(val)
-    from pinet_training.engine import step_rng
-
-    chosen = step_rng(settings.seed, 0, STREAM_VAL_SUBSET).choice(len(val), settings.val_max_images, replace=False)
-    return tuple(val[i] for i in sorted(chosen))
-
-
-def chosen_epoch(prepared: PreparedRound) -> int:
-    """protocol.choose_epoch over the logged validation SRCC; must agree with best.safetensors."""
-    from pinet_training.engine import MetricsLogger
-    from pinet_training.protocol import EpochRecord, choose_epoch
-
-    run = prepared.run
-    records = MetricsLogger(Path(run.run_dir) / "log.jsonl").records("val")
-    if not records or run.state.best_step is None:
-        raise FinetuneError(f"{run.run_dir}: validation SRCC was undefined at every epoch (too few or constant "
-                            "validation images?), so no best checkpoint exists")
-    history = [EpochRecord(epoch=int(r["epoch"]), val_srcc=float(r[BEST_METRIC]) if r[BEST_METRIC] is not None
-                           else float("nan")) for r in records]
-    epoch = choose_epoch(history)
-    best_epoch = run.state.best_step // prepared.batches.steps_per_epoch
-    if epoch != best_epoch:
-        raise RuntimeError(f"epoch choice disagrees: protocol says {epoch}, best.safetensors is epoch {best_epoch}")
-    return epoch
+        return fit(run, plan, loader, step_fn, None if settings.train_on_all else validate, logger,
+                   settings.show_progress)
 
 
 def finish_round(prepared: PreparedRound, settings: FinetuneSettings) -> dict:
     """Score the test split once with best.safetensors, store metrics + split in it, write round.json."""
     from pinet.checkpoint import load_checkpoint, save_checkpoint
 
-    epoch = chosen_epoch(prepared)
     run = prepared.run
     split_record = run.info[SPLIT_KEY]
-    evaluation = evaluate_checkpoint(run.best_path, prepared.dataset, "test", settings.eval_batch_size,
-                                     str(prepared.device), test_ids=split_record["test_ids"])
+    if settings.train_on_all:          # no validation: the last epoch is the model
+        run.save(run.best_path, with_optimizer=False)
+        epoch, evaluation = settings.epochs, None
+    else:
+        epoch = chosen_epoch(prepared)
+        evaluation = evaluate_checkpoint(run.best_path, prepared.dataset, "test", settings.eval_batch_size,
+                                         str(prepared.device), test_ids=split_record["test_ids"])
     loaded = load_checkpoint(run.best_path, stage=2)
-    training = {**loaded.header.training, SPLIT_KEY: split_record, "chosen_epoch": epoch,
-                TEST_KEY: {**evaluation.metrics, "eval_batch_size": settings.eval_batch_size,
-                           "device": str(prepared.device), "skipped_images": evaluation.problems}}
+    training = {**loaded.header.training, SPLIT_KEY: split_record, "chosen_epoch": epoch}
+    if evaluation is not None:
+        training[TEST_KEY] = {**evaluation.metrics, "eval_batch_size": settings.eval_batch_size,
+                              "device": str(prepared.device), "skipped_images": evaluation.problems}
+    mix_test = mix_heldout_metrics(loaded.model, prepared, settings)
+    if mix_test is not None:
+        training["mix_test"] = mix_test
     save_checkpoint(run.best_path, loaded.model, loaded.header.preprocessing, training)
     result = {"round": prepared.round_index, "split_seed": split_record["seed"], "chosen_epoch": epoch,
-              "best_step": run.state.best_step, "val_srcc": run.state.best_metric, "test": evaluation.metrics,
+              "best_step": run.state.best_step, "val_srcc": run.state.best_metric,
+              "test": evaluation.metrics if evaluation is not None else None, "mix_test": mix_test,
               "n_train": split_record["n_train"], "n_val": split_record["n_val"], "n_test": split_record["n_test"],
               "note": split_record["note"], "checkpoint": str(run.best_path)}
     write_json_atomic(Path(run.run_dir) / "round.json", result)
     return result
 
 
-def write_results(settings: FinetuneSettings, dataset: IQADataset, rounds: list[dict]) -> tuple[Path, Path]:
-    """RUN/results.json + RUN/results.md via protocol.write_report (per round, median/mean)."""
-    import math
-
-    from pinet_training.metrics import QualityMetrics
-    from pinet_training.protocol import REPORT_JSON, REPORT_MARKDOWN, RoundResult, within_dataset_description, \
-        write_report
-
-    results = []
-    for r in rounds:
-        values = {k: (math.nan if r["test"][k] is None else r["test"][k]) for k in
-                  ("srcc", "krcc", "plcc", "rmse", "plcc_raw", "rmse_raw")}
-        results.append(RoundResult(round_index=r["round"], seed=r["split_seed"], train_dataset=dataset.name,
-                                   test_dataset=dataset.name, chosen_epoch=r["chosen_epoch"],
-                                   metrics=QualityMetrics(n=r["test"]["n"], fit=r["test"]["fit"], **values),
-                                   n_train=r["n_train"], n_val=r["n_val"], n_test=r["n_test"]))
-    description = within_dataset_description(dataset, len(rounds), val_fraction=settings.val_fraction)
-    notes = tuple(dict.fromkeys(r["note"] for r in rounds if r["note"]))
-    description = replace(description, notes=notes + (
-        "test split scored once per round on best.safetensors with the contract's fixed crops; "
-        "`pinet eval ROUND/best.safetensors --split test` reproduces it",))
-    out = Path(settings.out_dir)
-    write_report(results, out, description)
-    final_json, final_md = out / "results.json", out / "results.md"
-    os.replace(out / REPORT_JSON, final_json)
-    os.replace(out / REPORT_MARKDOWN, final_md)
-    return final_json, final_md
-
-
 def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tuple[list[dict], Path]:
     """All rounds (finished rounds are skipped on --resume), then the results files."""
     check_settings(settings)
-    dataset = load_data(settings)
+    dataset, mix = load_data(settings), load_mix(settings)
     if dataset.name == "synthetic" and settings.rounds > 1:
         raise FinetuneError("--rounds > 1 needs random splits, but the synthetic set's split is fixed by its "
                             "manifest; use --rounds 1")
@@ -394,7 +355,7 @@ def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tupl
             results.append(json.loads(done.read_text()))
             say(f"round {round_index + 1}/{settings.rounds}: already finished ({done})")
             continue
-        prepared = prepare_round(settings, dataset, round_index)
+        prepared = prepare_round(settings, dataset, round_index, mix)
         for note in prepared.notes:
             say(f"note: {note}")
         info, split = prepared.run.info, prepared.split.split
@@ -403,8 +364,15 @@ def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tupl
             f"{settings.epochs} epochs on {info['device']}")
         train_round(prepared, settings)
         result = finish_round(prepared, settings)
-        say(f"round {round_index + 1}: epoch {result['chosen_epoch']} chosen on validation "
-            f"(val SRCC {result['val_srcc']:.4f}); test SRCC {result['test']['srcc']:.4f}")
+        if result["test"] is not None:
+            say(f"round {round_index + 1}: epoch {result['chosen_epoch']} chosen on validation "
+                f"(val SRCC {result['val_srcc']:.4f}); test SRCC {result['test']['srcc']:.4f}")
+        if result["mix_test"] is not None:
+            say(f"round {round_index + 1}: held-out {result['mix_test']['dataset']} "
+                f"({result['mix_test']['n']} images) SRCC {result['mix_test']['srcc']:.4f}")
         results.append(result)
+    if settings.train_on_all:
+        json_path, _ = write_all_data_results(settings, dataset, results[0])
+        return results, json_path
     json_path, _ = write_results(settings, dataset, results)
     return results, json_path

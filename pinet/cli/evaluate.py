@@ -26,6 +26,8 @@ def evaluate(
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all CPUs)"),
     csv_range: Optional[str] = typer.Option(None, "--csv-range", help="--dataset csv: native score range LOW,HIGH"),
     csv_lower_is_better: bool = typer.Option(False, "--csv-lower-is-better", help="--dataset csv: lower is better"),
+    csv_label: Optional[str] = typer.Option(None, "--csv-label", help="--dataset csv: what the score is called"),
+    include_anchors: bool = typer.Option(False, "--include-anchors", help="csv/clive: also score role=anchor rows"),
 ) -> None:
     """Evaluate a checkpoint: SRCC, KRCC, PLCC, RMSE over the contract's fixed crops."""
     if split not in ("test", "all"):
@@ -37,13 +39,13 @@ def evaluate(
     from pinet_training.engine import configure_threads, select_device
     from pinet_training.evaluate import DEFAULT_EVAL_BATCH, EvaluationError, evaluate_checkpoint, write_evaluation
 
-    scale = csv_scale_from_options(dataset, csv_range, csv_lower_is_better)
+    scale = csv_scale_from_options(dataset, csv_range, csv_lower_is_better, csv_label)
     try:
         header = read_header(checkpoint)
         if header.stage != 2:
             raise fail(f"{checkpoint}: is a stage-{header.stage} checkpoint; `pinet eval` needs a fine-tuned "
                        "(stage-2) one")
-        data = load_dataset(dataset, root, csv_scale=scale)
+        data = load_dataset(dataset, root, csv_scale=scale, include_anchors=include_anchors)
         recorded = (header.training.get("test") or {}).get("eval_batch_size")
         size = batch_size or recorded or DEFAULT_EVAL_BATCH
         configure_threads(threads)

@@ -10,13 +10,14 @@ import typer
 from pinet.cli.common import fail, require_extra, stderr
 
 
-def csv_scale_from_options(dataset: str, csv_range: Optional[str], csv_lower_is_better: bool):
+def csv_scale_from_options(dataset: str, csv_range: Optional[str], csv_lower_is_better: bool,
+                           csv_label: Optional[str] = None):
     """The generic CSV's declared scale (``--csv-range LOW,HIGH``); None for the other datasets."""
     from pinet_training.datasets import CsvScale
 
     if dataset.strip().lower() != "csv":
-        if csv_range is not None or csv_lower_is_better:
-            raise fail("--csv-range and --csv-lower-is-better only apply to --dataset csv", code=2)
+        if csv_range is not None or csv_lower_is_better or csv_label is not None:
+            raise fail("--csv-range, --csv-label and --csv-lower-is-better only apply to --dataset csv", code=2)
         return None
     if csv_range is None:
         raise fail("--dataset csv needs --csv-range LOW,HIGH (and --csv-lower-is-better if lower scores are better)",
@@ -27,12 +28,16 @@ def csv_scale_from_options(dataset: str, csv_range: Optional[str], csv_lower_is_
         raise fail(f"--csv-range must be LOW,HIGH (two numbers), got {csv_range!r}", code=2) from None
     if not high > low:
         raise fail(f"--csv-range needs HIGH > LOW, got {csv_range!r}", code=2)
-    return CsvScale(low=low, high=high, higher_is_better=not csv_lower_is_better)
+    label = (csv_label or "score").strip()
+    if not label or "(" in label:
+        raise fail(f"--csv-label must be a short name such as MOS or DMOS, got {csv_label!r}", code=2)
+    return CsvScale(low=low, high=high, higher_is_better=not csv_lower_is_better, label=label)
 
 
 def finetune(
     dataset: str = typer.Option(..., "--dataset", help="koniq10k, clive, spaq, kadid10k, live, csiq, tid2013, "
-                                "csv or synthetic (the stage-1 set made by `pinet data synth`)"),
+                                "csv or synthetic (the stage-1 set made by `pinet data synth`); clive reads the "
+                                "release's .mat layout or a scores.csv (path,score,role; MOS 0-100)"),
     root: Path = typer.Option(..., "--root", help="Dataset root in its published layout (csv: the CSV or its folder)"),
     out: Path = typer.Option(..., "--out", help="Run folder: log.jsonl, last/best.safetensors, results.json/.md"),
     init: str = typer.Option("none", "--init", help="Stage-1 checkpoint whose shared tensors start the model, "
@@ -43,6 +48,25 @@ def finetune(
                                       "this machine, else random), imagenet or random"),
     csv_range: Optional[str] = typer.Option(None, "--csv-range", help="--dataset csv: native score range LOW,HIGH"),
     csv_lower_is_better: bool = typer.Option(False, "--csv-lower-is-better", help="--dataset csv: lower is better"),
+    csv_label: Optional[str] = typer.Option(None, "--csv-label", help="--dataset csv: what the score is called "
+                                            "(MOS, DMOS...; default 'score'); names the checkpoint's output, "
+                                            "e.g. 'MOS/100 (clive)'"),
+    include_anchors: bool = typer.Option(False, "--include-anchors", help="csv/clive: also use role=anchor rows "
+                                         "(left out of training and evaluation by default)"),
+    mix_dataset: Optional[str] = typer.Option(None, "--mix-dataset", help="A second dataset trained on at once "
+                                              "(e.g. synthetic) with a ranking loss within it only"),
+    mix_root: Optional[Path] = typer.Option(None, "--mix-root", help="Root of --mix-dataset"),
+    mix_per_batch: int = typer.Option(0, "--mix-per-batch", min=0, help="Crops of the mix set in each batch "
+                                      "(the other --batch-size minus N are the primary set)"),
+    mix_weight: float = typer.Option(1.0, "--mix-weight", help="Weight of the mix set's fidelity ranking loss"),
+    rank_weight: float = typer.Option(0.0, "--rank-weight", help="Weight of a fidelity ranking loss within the "
+                                      "primary set, added to the L1/MSE loss"),
+    mix_eval_max_images: int = typer.Option(300, "--mix-eval-max-images", min=1, help="Held-out mix images "
+                                            "(fixed seeded subset) scored on each round's best checkpoint"),
+    freeze_backbone_stages: int = typer.Option(0, "--freeze-backbone-stages", min=0, help="Keep the backbone's "
+                                               "first K stages fixed (stem = 1; Lite0 has 8, ResNets 5)"),
+    train_on_all: bool = typer.Option(False, "--train-on-all", help="No split: train on every image for --epochs "
+                                      "(settings chosen earlier by --rounds); no test figures"),
     epochs: int = typer.Option(30, "--epochs", help="Epochs per round"),
     batch_size: int = typer.Option(24, "--batch-size", help="Crops per step"),
     lr_backbone: float = typer.Option(1e-5, "--lr-backbone", help="Adam lr of backbone, staircase and branches"),
@@ -84,13 +108,16 @@ def finetune(
 
     settings = FinetuneSettings(
         dataset=dataset, root=root, out_dir=out, init=init, variant=variant, backbone_init=backbone_init,
-        csv_scale=csv_scale_from_options(dataset, csv_range, csv_lower_is_better), epochs=epochs,
+        csv_scale=csv_scale_from_options(dataset, csv_range, csv_lower_is_better, csv_label), epochs=epochs,
         batch_size=batch_size, lr_backbone=lr_backbone, lr_head=lr_head, weight_decay=weight_decay,
         crops_per_image=crops_per_image, images_per_epoch=images_per_epoch, val_max_images=val_max_images,
         flip=not no_flip, loss=loss, crop_size=crop_size,
         resize_short_side=resize_short_side, val_fraction=val_fraction, seed=seed, split_seed=split_seed,
         rounds=rounds, device=device, workers=workers, threads=threads, checkpoint_every=checkpoint_every,
-        eval_batch_size=eval_batch_size, resume=resume, show_progress=progress)
+        eval_batch_size=eval_batch_size, resume=resume, show_progress=progress, include_anchors=include_anchors,
+        mix_dataset=mix_dataset, mix_root=mix_root, mix_per_batch=mix_per_batch, mix_weight=mix_weight,
+        rank_weight=rank_weight, mix_eval_max_images=mix_eval_max_images,
+        freeze_backbone_stages=freeze_backbone_stages, train_on_all=train_on_all)
     try:
         _, results_path = run_finetune(settings, lambda line: stderr.print(line, highlight=False))
     except (FinetuneError, DatasetError, ResumeError, CheckpointError, EvaluationError) as err:

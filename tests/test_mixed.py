@@ -1,0 +1,205 @@
+"""Stage 2 on two datasets at once (a CLIVE-like MOS set + a synthetic pseudo-MOS set): batches
+mix both, the synthetic part only ranks within itself, the checkpoint states both datasets and the
+output's meaning, a SIGKILLed run resumes to the same weights. Tiny Lite0, 64 px crops, made here."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from pinet.checkpoint import load_checkpoint, read_header
+from pinet_training.datasets import load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = sorted((ROOT / "runtime" / "assets" / "samples").glob("*.jpg"))
+TINY = ["--variant", "pinet_lite0", "--backbone-init", "random", "--crop-size", "64", "--resize-short-side", "72",
+        "--batch-size", "6", "--crops-per-image", "1", "--lr-backbone", "1e-3", "--lr-head", "1e-3",
+        "--workers", "0", "--threads", "1", "--val-fraction", "0.25", "--no-progress"]
+
+
+def _small(photo: Path, radius: float) -> Image.Image:
+    image = Image.open(photo).convert("RGB")
+    image = image.resize((round(image.width * 72 / image.height), 72), Image.Resampling.BICUBIC)
+    return image.filter(ImageFilter.GaussianBlur(radius)) if radius else image
+
+
+@pytest.fixture(scope="module")
+def clive_like(tmp_path_factory) -> Path:
+    """scores.csv with path,score,score_std,role (MOS 0-100) + one anchor row, as in the shared folder."""
+    root = tmp_path_factory.mktemp("clive")
+    (root / "images").mkdir()
+    rows = []
+    for index, photo in enumerate(SAMPLES[:6]):
+        for level in range(3):
+            name = f"images/{index}_{level}.jpg"
+            _small(photo, 1.5 * level).save(root / name, quality=90)
+            rows.append([name, f"{85 - 25 * level + index:.1f}", "12.0", "train"])
+    _small(SAMPLES[6], 0).save(root / "images" / "training_t1.jpg")
+    rows.append(["images/training_t1.jpg", "99.0", "10.0", "anchor"])
+    with open(root / "scores.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "score", "score_std", "role"], *rows])
+    return root
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    """A `pinet data synth`-style manifest: 4 references x 3 blur levels, split column by reference."""
+    root = tmp_path_factory.mktemp("synth")
+    header = ["file", "reference", "reference_file", "distortion", "distortion_class", "class_index", "level",
+              "seed", "pseudo_score", "split"]
+    rows = []
+    for index, photo in enumerate(SAMPLES[4:8]):
+        for level in range(3):
+            file = f"images/ref{index}/blur_{level}.png"
+            (root / file).parent.mkdir(parents=True, exist_ok=True)
+            _small(photo, 2.0 * level).save(root / file)
+            rows.append([file, f"ref{index}", f"references/ref{index}.png", "gaussian_blur", "blur", 0, level, 0,
+                         f"{0.95 - 0.3 * level:.2f}", "val" if index >= 2 else "train"])
+    with open(root / "manifest.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    return root
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pinet.cli", "train", "finetune", *args]
+
+
+def _settings(clive: Path, synth: Path, out: Path, **changes):
+    from pinet_training.finetune import FinetuneSettings
+
+    base = dict(dataset="clive", root=clive, out_dir=out, variant="pinet_lite0", backbone_init="random", epochs=2,
+                batch_size=6, crops_per_image=1, lr_backbone=1e-3, lr_head=1e-3, crop_size=64,
+                resize_short_side="72", val_fraction=0.25, workers=0, threads=1, show_progress=False,
+                mix_dataset="synthetic", mix_root=synth, mix_per_batch=2, mix_eval_max_images=4)
+    base.update(changes)
+    return FinetuneSettings(**base)
+
+
+def test_fidelity_ranking_loss_rewards_the_right_order_and_skips_near_ties():
+    from pinet_training.mixed import fidelity_ranking_loss
+
+    targets = torch.tensor([0.9, 0.5, 0.1])
+    right = fidelity_ranking_loss(torch.tensor([0.8, 0.5, 0.2]), targets)
+    wrong = fidelity_ranking_loss(torch.tensor([0.2, 0.5, 0.8]), targets)
+    assert 0 <= right < 0.2 < 0.8 < wrong <= 1
+    assert fidelity_ranking_loss(torch.tensor([0.1, 0.9]), torch.tensor([0.50, 0.52]), margin=0.05) is None
+    assert fidelity_ranking_loss(torch.tensor([0.3]), torch.tensor([0.5])) is None
+
+
+def test_mixed_loss_regresses_the_primary_set_only():
+    from pinet_training.mixed import LossWeights, mixed_loss
+
+    predictions = torch.tensor([0.5, 0.5, 0.9, 0.1], requires_grad=True)
+    targets = torch.tensor([0.4, 0.6, 0.2, 0.8])           # the mix items are ranked, not regressed
+    source = torch.tensor([0, 0, 1, 1])
+    total, parts = mixed_loss(predictions, targets, source, LossWeights("l1", 0.0, 1.0))
+    assert parts["loss_primary"] == pytest.approx(0.1)
+    assert parts["loss_rank_mix"] > 0.9                    # 0.9 vs 0.1 is the wrong order
+    total.backward()
+    assert predictions.grad[2] > 0 > predictions.grad[3]   # the descent step swaps the mix pair's order
+
+
+def test_score_meaning_names_the_primary_scale(clive_like):
+    from pinet_training.mixed import score_meaning_name
+
+    assert score_meaning_name(load_dataset("clive", clive_like)) == "MOS/100 (CLIVE)"
+
+
+def test_batches_mix_both_sets_in_every_step(clive_like, synthetic):
+    from pinet_training.finetune import load_data, load_mix, prepare_round
+
+    settings = _settings(clive_like, synthetic, Path("/nonexistent/run"))
+    prepared = prepare_round(settings, load_data(settings), 0, load_mix(settings))
+    train = {s.path for s in prepared.dataset.subset(prepared.split.split.train)}
+    mix_train = {s.path for s in prepared.mix.subset(prepared.mix_split.split.train)}
+    assert all("ref2" not in str(p) and "ref3" not in str(p) for p in mix_train) and len(mix_train) == 6   # val refs held out
+    steps = prepared.batches.steps_per_epoch
+    for step in range(steps):
+        batch = prepared.batches(step)
+        primary = min(4, len(train) - 4 * step)                # the epoch's last batch may be short
+        assert batch["crops"].shape == (primary + 2, 3, 64, 64)
+        assert batch["source"].tolist() == [0] * primary + [1, 1]
+    assert not any("training_t1" in str(path) for path in train)                       # anchors left out
+
+
+def test_mixed_run_records_both_datasets_and_the_output_meaning(clive_like, synthetic, tmp_path):
+    from pinet_training.finetune import run_finetune
+
+    results, results_json = run_finetune(_settings(clive_like, synthetic, tmp_path / "run"), lambda _: None)
+    header = read_header(tmp_path / "run" / "best.safetensors")
+    prep = header.preprocessing
+    assert (prep.score_name, tuple(prep.score_range), prep.higher_is_better) == ("MOS/100 (CLIVE)", (0.0, 1.0), True)
+    primary, mix = header.training["info"]["datasets"]
+    assert (primary["role"], primary["name"], primary["scale"]["low"], primary["scale"]["high"]) == \
+        ("primary", "clive", 0.0, 100.0)
+    assert primary["normalised_as"] == "MOS/100 (CLIVE)" and primary["include_anchors"] is False
+    assert (mix["role"], mix["name"], mix["scale"]["label"], mix["per_batch"]) == \
+        ("mix", "synthetic", "pseudo-MOS (0-1)", 2)
+    assert "ranking" in mix["loss"] and mix["train_images"] == 6
+    assert header.training["mix_test"]["dataset"] == "synthetic" and header.training["mix_test"]["n"] == 4
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    train = [r for r in log if r["kind"] == "train"]
+    assert train and all("loss_primary" in r for r in train) and any("loss_rank_mix" in r for r in train)
+    summary = json.loads(results_json.read_text())
+    assert summary["mix_test"]["rounds"][0]["srcc"] == results[0]["mix_test"]["srcc"]
+    assert "Held-out synthetic" in (tmp_path / "run" / "results.md").read_text()
+
+
+def test_frozen_backbone_stages_do_not_move(clive_like, synthetic, tmp_path):
+    from pinet_training.engine import make_deterministic
+    from pinet_training.finetune import build_model, run_finetune
+
+    settings = _settings(clive_like, synthetic, tmp_path / "run", epochs=1, freeze_backbone_stages=3,
+                         train_on_all=True)
+    run_finetune(settings, lambda _: None)
+    trained = load_checkpoint(tmp_path / "run" / "last.safetensors", stage=2).model.state_dict()
+    make_deterministic(settings.seed)                  # the run's own starting weights
+    start = build_model(settings)[0].state_dict()
+    frozen = [k for k in trained if k.startswith(("backbone.conv_stem", "backbone.bn0", "backbone.blocks.0.",
+                                                    "backbone.blocks.1.", "backbone.blocks.2."))]
+    moving = [k for k in trained if k.startswith("backbone.blocks.3.") and trained[k].dtype.is_floating_point]
+    assert frozen and all(torch.equal(trained[k], start[k]) for k in frozen)       # BN statistics included
+    assert any(not torch.equal(trained[k], start[k]) for k in moving)
+    header = read_header(tmp_path / "run" / "best.safetensors").training
+    assert header["info"]["frozen_backbone_stages"] == 3 and header["settings"]["train_on_all"] is True
+    assert "test" not in header and header["mix_test"]["n"] == 4
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert summary["mode"] == "train-on-all" and summary["n_train"] == 18
+
+
+def test_killed_mixed_run_resumes_to_the_same_weights(interrupted_runs, clive_like, synthetic, tmp_path):
+    common = ["--dataset", "clive", "--root", str(clive_like), "--mix-dataset", "synthetic", "--mix-root",
+              str(synthetic), "--mix-per-batch", "2", "--mix-eval-max-images", "4", "--epochs", "2",
+              "--checkpoint-every", "1", "--seed", "3", "--freeze-backbone-stages", "1", *TINY]
+    interrupted = tmp_path / "interrupted"
+    interrupted_runs.run_straight_then_kill(lambda out: _cli(*common, "--out", str(out)), tmp_path / "straight",
+                                            interrupted)
+    total = read_header(tmp_path / "straight" / "last.safetensors").training["step"]
+    assert 0 < read_header(interrupted / "last.safetensors").training["step"] < total
+    resumed = subprocess.run(_cli(*common, "--out", str(interrupted), "--resume"),
+                             env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr
+    for name in ("last.safetensors", "best.safetensors"):
+        a = load_checkpoint(tmp_path / "straight" / name, stage=2).model.state_dict()
+        b = load_checkpoint(interrupted / name, stage=2).model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    a_results = json.loads((tmp_path / "straight" / "results.json").read_text())
+    b_results = json.loads((interrupted / "results.json").read_text())
+    assert a_results["rounds"] == b_results["rounds"] and a_results["mix_test"] == b_results["mix_test"]
+    assert np.isfinite(a_results["mix_test"]["median_srcc"])
+
+
+def test_cli_mix_options_are_checked(clive_like, synthetic, tmp_path):
+    bad = subprocess.run(_cli("--dataset", "clive", "--root", str(clive_like), "--out", str(tmp_path / "r"),
+                              "--mix-dataset", "synthetic", "--mix-root", str(synthetic), *TINY),
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--mix-dataset and --mix-per-batch" in bad.stderr
+    assert "Traceback" not in bad.stderr

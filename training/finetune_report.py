@@ -1,0 +1,148 @@
+"""Stage-2 reporting: which epoch validation chose, and the per-round / median results files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from pinet_training.datasets import IQADataset
+from pinet_training.evaluate import quality_metrics, score_images
+from pinet_training.protocol import write_json_atomic
+
+BEST_METRIC = "val_srcc"
+STREAM_VAL_SUBSET = 7                  # engine.step_rng stream of the --val-max-images draw
+
+
+class FinetuneError(ValueError):
+    """A problem with the user's input (data, options, init checkpoint, run folder)."""
+
+
+def validation_metrics(model, dataset: IQADataset, indices, prep, batch_size: int, device) -> dict[str, float]:
+    """Validation SRCC/PLCC etc. with the contract's fixed crops (the model is in eval mode)."""
+    samples = dataset.subset(indices)
+    scores, _ = score_images(model, [s.path for s in samples], prep, batch_size, device)
+    metrics = quality_metrics(scores, [s.score for s in samples])
+    return {f"val_{k}": float(v) for k, v in metrics.items() if k in ("srcc", "krcc", "plcc", "rmse")}
+
+
+def validation_subset(val: tuple[int, ...], settings) -> tuple[int, ...]:
+    """The val images that choose the epoch: all, or a fixed seeded subset of --val-max-images."""
+    if settings.val_max_images is None or len(val) <= settings.val_max_images:
+        return tuple(val)
+    from pinet_training.engine import step_rng
+
+    chosen = step_rng(settings.seed, 0, STREAM_VAL_SUBSET).choice(len(val), settings.val_max_images, replace=False)
+    return tuple(val[i] for i in sorted(chosen))
+
+
+def mix_heldout_metrics(model, prepared, settings) -> dict | None:
+    """The mix set's held-out images (a fixed seeded subset of --mix-eval-max-images), scored on ``model``."""
+    if prepared.mix is None:
+        return None
+    from pinet_training.engine import step_rng
+
+    held_out = prepared.mix_split.split.test
+    if len(held_out) > settings.mix_eval_max_images:
+        chosen = step_rng(0, 0, STREAM_VAL_SUBSET).choice(len(held_out), settings.mix_eval_max_images, replace=False)
+        held_out = tuple(held_out[i] for i in sorted(chosen))
+    model.to(prepared.device).eval()
+    samples = prepared.mix.subset(held_out)
+    scores, _ = score_images(model, [s.path for s in samples], prepared.run.preprocessing, settings.eval_batch_size,
+                             prepared.device)
+    metrics = quality_metrics(scores, [s.score for s in samples])
+    return {"dataset": prepared.mix.name, "rule": prepared.mix_split.rule, "n": len(samples),
+            **{k: float(metrics[k]) for k in ("srcc", "krcc", "plcc", "rmse")}}
+
+
+def chosen_epoch(prepared) -> int:
+    """protocol.choose_epoch over the logged validation SRCC; must agree with best.safetensors."""
+    from pinet_training.engine import MetricsLogger
+    from pinet_training.protocol import EpochRecord, choose_epoch
+
+    run = prepared.run
+    records = MetricsLogger(Path(run.run_dir) / "log.jsonl").records("val")
+    if not records or run.state.best_step is None:
+        raise FinetuneError(f"{run.run_dir}: validation SRCC was undefined at every epoch (too few or constant "
+                            "validation images?), so no best checkpoint exists")
+    history = [EpochRecord(epoch=int(r["epoch"]), val_srcc=float(r[BEST_METRIC]) if r[BEST_METRIC] is not None
+                           else float("nan")) for r in records]
+    epoch = choose_epoch(history)
+    best_epoch = run.state.best_step // prepared.batches.steps_per_epoch
+    if epoch != best_epoch:
+        raise RuntimeError(f"epoch choice disagrees: protocol says {epoch}, best.safetensors is epoch {best_epoch}")
+    return epoch
+
+
+
+def write_results(settings, dataset: IQADataset, rounds: list[dict]) -> tuple[Path, Path]:
+    """RUN/results.json + RUN/results.md via protocol.write_report (per round, median/mean)."""
+    import math
+
+    from pinet_training.metrics import QualityMetrics
+    from pinet_training.protocol import REPORT_JSON, REPORT_MARKDOWN, RoundResult, within_dataset_description, \
+        write_report
+
+    results = []
+    for r in rounds:
+        values = {k: (math.nan if r["test"][k] is None else r["test"][k]) for k in
+                  ("srcc", "krcc", "plcc", "rmse", "plcc_raw", "rmse_raw")}
+        results.append(RoundResult(round_index=r["round"], seed=r["split_seed"], train_dataset=dataset.name,
+                                   test_dataset=dataset.name, chosen_epoch=r["chosen_epoch"],
+                                   metrics=QualityMetrics(n=r["test"]["n"], fit=r["test"]["fit"], **values),
+                                   n_train=r["n_train"], n_val=r["n_val"], n_test=r["n_test"]))
+    description = within_dataset_description(dataset, len(rounds), val_fraction=settings.val_fraction)
+    notes = tuple(dict.fromkeys(r["note"] for r in rounds if r["note"]))
+    description = replace(description, notes=notes + (
+        "test split scored once per round on best.safetensors with the contract's fixed crops; "
+        "`pinet eval ROUND/best.safetensors --split test` reproduces it",))
+    out = Path(settings.out_dir)
+    write_report(results, out, description)
+    final_json, final_md = out / "results.json", out / "results.md"
+    os.replace(out / REPORT_JSON, final_json)
+    os.replace(out / REPORT_MARKDOWN, final_md)
+    mixed = [r for r in rounds if r.get("mix_test")]
+    if mixed:
+        add_mix_results(final_json, final_md, mixed)
+    return final_json, final_md
+
+
+def add_mix_results(json_path: Path, md_path: Path, rounds: list[dict]) -> None:
+    """The mix set's held-out figures of every round (and their median) in results.json/.md."""
+    import json
+    import statistics
+
+    srcc = [r["mix_test"]["srcc"] for r in rounds]
+    summary = json.loads(json_path.read_text())
+    summary["mix_test"] = {"rounds": [{"round": r["round"], **r["mix_test"]} for r in rounds],
+                           "median_srcc": statistics.median(srcc), "min_srcc": min(srcc), "max_srcc": max(srcc)}
+    write_json_atomic(json_path, summary)
+    first = rounds[0]["mix_test"]
+    lines = ["", f"## Held-out {first['dataset']} (mixed in with a ranking loss; {first['rule']})", "",
+             "| round | n | SRCC | PLCC | KRCC |", "|---|---|---|---|---|"]
+    lines += [f"| {r['round']} | {r['mix_test']['n']} | {r['mix_test']['srcc']:.4f} | {r['mix_test']['plcc']:.4f} | "
+              f"{r['mix_test']['krcc']:.4f} |" for r in rounds]
+    lines += ["", f"Median SRCC {statistics.median(srcc):.4f} (min {min(srcc):.4f}, max {max(srcc):.4f})."]
+    tmp = md_path.with_suffix(".md.tmp")
+    tmp.write_text(md_path.read_text().rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    os.replace(tmp, md_path)
+
+
+def write_all_data_results(settings, dataset: IQADataset, result: dict) -> tuple[Path, Path]:
+    """RUN/results.json + .md of a --train-on-all run: no test split exists, so no test figures."""
+    out = Path(settings.out_dir)
+    summary = {"mode": "train-on-all", "dataset": dataset.name, "n_train": result["n_train"],
+               "epochs": settings.epochs, "checkpoint": result["checkpoint"], "mix_test": result.get("mix_test"),
+               "note": "trained on every image of the dataset with settings chosen by an earlier split protocol; "
+                       "no test split, so no test figures"}
+    json_path, md_path = out / "results.json", out / "results.md"
+    write_json_atomic(json_path, summary)
+    lines = [f"# {dataset.name}: trained on all {result['n_train']} images ({settings.epochs} epochs)", "",
+             summary["note"] + "."]
+    if result.get("mix_test"):
+        m = result["mix_test"]
+        lines += ["", f"Held-out {m['dataset']} ({m['n']} images): SRCC {m['srcc']:.4f}, PLCC {m['plcc']:.4f}"]
+    tmp = md_path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, md_path)
+    return json_path, md_path

@@ -1,0 +1,131 @@
+"""Stage 2 on two datasets at once: a primary human-rated set plus a "mix" set (e.g. the synthetic
+pseudo-MOS set) that keeps what earlier training taught.
+
+Every step's batch is ``batch_size - mix_per_batch`` crops of the primary set followed by
+``mix_per_batch`` crops of the mix set (each drawn by its own :class:`FinetuneBatches`, so both
+are pure functions of (seed, step) and a resumed run sees the same batches). The two sets'
+scores live on different scales (CLIVE MOS/100 vs a full-reference pseudo-MOS), so only the
+primary set is regressed on (its scale is the model's output scale, stated in the checkpoint's
+contract); the mix set contributes a pairwise fidelity ranking loss over pairs drawn ONLY within
+the mix set, as in multi-dataset IQA training (Zhang et al., "Uncertainty-aware blind image
+quality assessment in the laboratory and wild", 2021). A ranking loss within the primary set
+can be added (``rank_weight``).
+
+Fidelity loss of a pair (i, j): p = 1 if target_i > target_j else 0 (pairs with equal targets,
+or closer than ``margin``, are skipped); p_hat = sigmoid((pred_i - pred_j) / RANK_TEMPERATURE);
+loss = 1 - sqrt(p * p_hat) - sqrt((1 - p) * (1 - p_hat)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pinet_training.datasets import IQADataset
+from pinet_training.finetune_data import FinetuneBatches
+
+RANK_TEMPERATURE = 0.1          # score units (0-1): a 0.2 gap in predictions gives p_hat 0.88
+MIX_RANK_MARGIN = 0.05          # synthetic pseudo-MOS near-ties are not trustworthy (stage 1's margin)
+MIX_SEED_OFFSET = 1_000_003     # the mix set's batches use their own random streams
+DISPLAY_NAMES = {"clive": "CLIVE", "koniq10k": "KonIQ-10k", "spaq": "SPAQ", "kadid10k": "KADID-10k",
+                 "live": "LIVE", "csiq": "CSIQ", "tid2013": "TID2013", "synthetic": "synthetic"}
+
+
+def score_meaning_name(dataset: IQADataset) -> str:
+    """What the model's 0-1 output means, e.g. ``MOS/100 (CLIVE)`` or ``(100 - DMOS)/100 (LIVE)``."""
+    scale = dataset.scale
+    word = scale.label.split(" (")[0].strip() or "score"
+    title = DISPLAY_NAMES.get(dataset.name, dataset.name)
+    span = scale.high - scale.low
+    if scale.low == 0 and scale.high == 1 and scale.higher_is_better:
+        expression = word
+    elif scale.higher_is_better:
+        expression = f"{word}/{span:g}" if scale.low == 0 else f"({word} - {scale.low:g})/{span:g}"
+    else:
+        expression = f"({scale.high:g} - {word})/{span:g}"
+    return f"{expression} ({title})"
+
+
+def dataset_record(dataset: IQADataset, role: str, loss: str, **extra) -> dict:
+    """What a checkpoint says about one training dataset: name, root, native scale and its map to 0-1."""
+    scale = dataset.scale
+    return {"role": role, "name": dataset.name, "root": str(dataset.root.resolve()), "images": len(dataset),
+            "scale": {"label": scale.label, "low": scale.low, "high": scale.high,
+                      "higher_is_better": scale.higher_is_better},
+            "normalised_as": score_meaning_name(dataset), "loss": loss, **extra}
+
+
+def fidelity_ranking_loss(predictions, targets, margin: float = 0.0):
+    """Mean fidelity loss over all ordered pairs i < j of one dataset's items with |dt| > margin;
+    None when no pair qualifies (a batch with fewer than two such items)."""
+    import torch
+
+    if len(targets) < 2:
+        return None
+    first, second = torch.triu_indices(len(targets), len(targets), offset=1, device=targets.device)
+    gap = targets[first] - targets[second]
+    keep = gap.abs() > max(margin, 0.0)
+    if not bool(keep.any()):
+        return None
+    p = (gap[keep] > 0).to(predictions.dtype)
+    p_hat = torch.sigmoid((predictions[first][keep] - predictions[second][keep]) / RANK_TEMPERATURE)
+    eps = 1e-8
+    loss = 1 - torch.sqrt(p * p_hat + eps) - torch.sqrt((1 - p) * (1 - p_hat) + eps)
+    return loss.mean()
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    regression: str = "l1"        # l1 or mse on the primary set's normalised score
+    rank_weight: float = 0.0      # fidelity ranking within the primary set
+    mix_weight: float = 1.0       # fidelity ranking within the mix set
+
+
+def mixed_loss(predictions, targets, source, weights: LossWeights) -> tuple[object, dict[str, float]]:
+    """(total loss, parts for the log). ``source`` is 0 for primary items and 1 for mix items."""
+    import torch.nn.functional as F
+
+    primary, mix = source == 0, source == 1
+    parts, total = {}, None
+    if bool(primary.any()):
+        regress = F.l1_loss if weights.regression == "l1" else F.mse_loss
+        total = regress(predictions[primary], targets[primary])
+        parts["loss_primary"] = float(total.detach())
+        if weights.rank_weight > 0:
+            rank = fidelity_ranking_loss(predictions[primary], targets[primary])
+            if rank is not None:
+                total = total + weights.rank_weight * rank
+                parts["loss_rank_primary"] = float(rank.detach())
+    if bool(mix.any()) and weights.mix_weight > 0:
+        rank = fidelity_ranking_loss(predictions[mix], targets[mix], MIX_RANK_MARGIN)
+        if rank is not None:
+            total = rank * weights.mix_weight if total is None else total + weights.mix_weight * rank
+            parts["loss_rank_mix"] = float(rank.detach())
+    return total, parts
+
+
+class MixedBatches:
+    """``make_batch(step)``: primary crops, then mix crops, with a ``source`` tensor (0 / 1)."""
+
+    def __init__(self, primary: FinetuneBatches, mix: FinetuneBatches):
+        if primary.prep != mix.prep:
+            raise ValueError("both datasets of a mixed run must share the run's preprocessing contract")
+        self.primary, self.mix = primary, mix
+        self.steps_per_epoch = primary.steps_per_epoch     # epochs count the primary set
+
+    def __call__(self, step: int) -> dict:
+        import torch
+
+        first, second = self.primary(step), self.mix(step)
+        crops = [b["crops"] for b in (first, second) if len(b["targets"])]
+        source = np.concatenate([np.zeros(len(first["targets"]), np.int64), np.ones(len(second["targets"]), np.int64)])
+        return {"crops": torch.cat(crops) if crops else first["crops"],
+                "targets": torch.cat([first["targets"], second["targets"]]),
+                "source": torch.from_numpy(source), "skipped": first["skipped"] + second["skipped"]}
+
+
+def mix_batches(dataset: IQADataset, train: tuple[int, ...], prep, per_batch: int, flip: bool,
+                seed: int) -> FinetuneBatches:
+    """The mix set's share of every batch: ``per_batch`` crops (1 per image), its own random streams."""
+    return FinetuneBatches(dataset, train, prep, per_batch, 1, flip, seed + MIX_SEED_OFFSET)
