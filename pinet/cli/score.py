@@ -10,7 +10,9 @@ import csv
 import glob
 import io
 import json
+import math
 import os
+import stat
 import sys
 import tempfile
 import warnings
@@ -18,6 +20,8 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+
+from rich.markup import escape
 
 from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, stderr
 
@@ -47,8 +51,10 @@ def _is_glob(text: str) -> bool:
 
 
 def _images_in(directory: Path, recursive: bool) -> list[Path]:
+    """Image files of a folder; a broken or looping symbolic link with an image suffix is kept so
+    that it is reported ("broken symbolic link", "cannot read the file") rather than skipped."""
     candidates = directory.rglob("*") if recursive else directory.iterdir()
-    return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
 
 
 def expand_paths(arguments: list[str], recursive: bool) -> tuple[list[str], list[str]]:
@@ -87,7 +93,10 @@ def expand_paths(arguments: list[str], recursive: bool) -> tuple[list[str], list
 
 
 def _record(result) -> dict:
-    return {"path": result.source, "score": result.score, "error": result.error, "crops": result.crops,
+    score, error = result.score, result.error
+    if score is not None and not math.isfinite(score):  # the Scorer never reports one; keep JSON valid anyway
+        score, error = None, f"{result.source}: non-finite score ({score})"
+    return {"path": result.source, "score": score, "error": error, "crops": result.crops,
             "seconds": round(result.seconds, 6)}
 
 
@@ -99,10 +108,11 @@ def sort_records(records: list[dict], higher_is_better: bool) -> list[dict]:
 
 
 def render(records: list[dict], output_format: OutputFormat, score_name: str) -> str:
+    # JSON is ASCII (non-ASCII and surrogate-escaped file names as \uXXXX escapes) and never NaN.
     if output_format is OutputFormat.json:
-        return json.dumps(records, indent=2) + "\n"
+        return json.dumps(records, indent=2, allow_nan=False) + "\n"
     if output_format is OutputFormat.jsonl:
-        return "".join(json.dumps(record) + "\n" for record in records)
+        return "".join(json.dumps(record, allow_nan=False) + "\n" for record in records)
     if output_format is OutputFormat.csv:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS, lineterminator="\n")
@@ -112,6 +122,7 @@ def render(records: list[dict], output_format: OutputFormat, score_name: str) ->
         return buffer.getvalue()
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"PINet scores ({score_name})")
     table.add_column("path", overflow="fold")
@@ -119,24 +130,83 @@ def render(records: list[dict], output_format: OutputFormat, score_name: str) ->
     table.add_column("crops", justify="right")
     for record in records:
         shown = f"{record['score']:.4f}" if record["score"] is not None else "[red]failed[/]"
-        table.add_row(record["path"], shown, str(record["crops"]))
+        table.add_row(Text(record["path"]), shown, str(record["crops"]))  # a file name is never markup
     buffer = io.StringIO()
     Console(file=buffer, width=max(100, min(200, max((len(r["path"]) for r in records), default=0) + 30)),
             force_terminal=False, color_system=None).print(table)
     return buffer.getvalue()
 
 
+# File names that are not valid UTF-8 reach Python as lone surrogates (PEP 383). Text output
+# encodes them back to the name's original bytes (the os.fsdecode/os.fsencode round trip), so a
+# CSV or table row names the file exactly; JSON carries them as \udcXX escapes.
+TEXT_ERRORS = "surrogateescape"
+
+
+def prepare_output(output: Path) -> Path:
+    """Check before scoring that ``output`` can be written; returns the file to write (symbolic
+    links resolved). Creates missing parent folders. Raises typer.Exit(2) with the reason."""
+    target = Path(os.path.realpath(output))
+    if target.is_dir():
+        raise fail(f"--output {output} is a directory; name a file", EXIT_USAGE)
+    if target.exists() and not target.is_file():
+        return target  # a device or pipe (/dev/stdout): written in place, not replaced
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise fail(f"--output {output} cannot be written ({err.strerror or err}: {err.filename or target.parent})",
+                   EXIT_USAGE) from None
+    return target
+
+
 def write_atomically(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder + os.replace, so a reader never sees half a file."""
+    """Write via a temp file in the same folder + os.replace, so a reader never sees half a file.
+    A replaced file keeps its permission bits; a new one gets 0666 minus the umask. A device or
+    pipe is written in place."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        info = None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        with open(path, "w", encoding="utf-8", errors=TEXT_ERRORS, newline="") as stream:
+            stream.write(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+        with os.fdopen(handle, "w", encoding="utf-8", errors=TEXT_ERRORS, newline="") as stream:
             stream.write(text)
+        os.chmod(temp_name, stat.S_IMODE(info.st_mode) if info is not None else 0o666 & ~_umask())
         os.replace(temp_name, path)
     except BaseException:
         os.unlink(temp_name)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it; restored at once
+    os.umask(mask)
+    return mask
+
+
+def write_stdout(text: str) -> None:
+    """stdout in its own encoding; surrogate-escaped file names go out as their original bytes."""
+    stream = getattr(sys.stdout, "buffer", None)
+    if stream is None:
+        sys.stdout.write(text)
+    else:
+        sys.stdout.flush()
+        encoding = sys.stdout.encoding or "utf-8"
+        try:
+            data = text.encode(encoding, TEXT_ERRORS)
+        except UnicodeEncodeError:  # a character the console's encoding lacks
+            data = text.encode(encoding, "backslashreplace")
+        stream.write(data)
+        stream.flush()
+    sys.stdout.flush()
 
 
 def _open_scorer(model: Path | None, provider: Provider, threads: int | None):
@@ -154,7 +224,7 @@ def _open_scorer(model: Path | None, provider: Provider, threads: int | None):
         except ModelFileError as err:
             raise fail(str(err)) from None
     for warning in caught:
-        stderr.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+        stderr.print(f"[yellow]warning:[/] {escape(str(warning.message))}", highlight=False)
     return scorer
 
 
@@ -182,8 +252,10 @@ def score(
     provider: Provider = typer.Option(Provider.auto, "--provider", help="onnxruntime execution provider"),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include images in subfolders"),
     output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="Output format"),
-    output: Path = typer.Option(None, "--output", "-o", help="Write the results to this file (atomically) "
-                                                             "instead of stdout"),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the results to this file instead of stdout: "
+                                                             "atomically, checked before scoring (exit 2 if it "
+                                                             "cannot be written), missing parent folders are "
+                                                             "created, a replaced file keeps its permissions"),
     sort: bool = typer.Option(False, "--sort", help="Sort by score, best first (failures last)"),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per onnxruntime run"),
     threads: int = typer.Option(None, "--threads", min=1, help="onnxruntime intra-op threads "
@@ -196,23 +268,29 @@ def score(
     if not files:
         raise fail(f"nothing matched: {', '.join(unmatched)}", EXIT_USAGE)
     for argument in unmatched:
-        stderr.print(f"[yellow]warning:[/] {argument} matched no image files", highlight=False)
+        stderr.print(f"[yellow]warning:[/] {escape(argument)} matched no image files", highlight=False)
 
+    target = prepare_output(output) if output is not None else None
     scorer = _open_scorer(model, provider, threads)
     records = _score_all(scorer, files, batch_size)
     if sort:
         records = sort_records(records, scorer.higher_is_better)
     text = render(records, output_format, scorer.preprocessing.score_name)
-    if output is not None:
-        write_atomically(output, text)
+    if target is not None:
+        try:
+            write_atomically(target, text)
+        except OSError as err:  # e.g. the disk filled up while scoring: the results still come out
+            stderr.print(f"[red]error:[/] cannot write {escape(str(output))} ({escape(err.strerror or str(err))}); "
+                         "the results follow on stdout", highlight=False)
+            write_stdout(text)
+            raise typer.Exit(EXIT_FAILURE) from None
     else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        write_stdout(text)
 
     failures = [r for r in records if r["error"] is not None]
     if output_format is OutputFormat.table or output is not None:
         for record in failures:
-            stderr.print(f"[red]failed:[/] {record['error']}", highlight=False, soft_wrap=True)
+            stderr.print(f"[red]failed:[/] {escape(record['error'])}", highlight=False, soft_wrap=True)
     if failures:
         stderr.print(f"{len(records) - len(failures)} of {len(records)} images scored, {len(failures)} failed",
                      highlight=False)
