@@ -65,6 +65,22 @@ def test_d1_extreme_strip_is_a_per_item_error_and_the_batch_goes_on(scorer, tmp_
         scorer.score(strip)
 
 
+def test_d1_with_the_default_384_px_contract(sample_photos, tmp_path):
+    """The case of the issue: the shipped contract would upscale 1x65535 to 384 x 25 million
+    (~29 GB of RGB). Refused from the header; under test_fuzz_inputs.py's 4 GiB cap too."""
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (1, 65535)).save(strip)
+    with pytest.raises(ImageLimitError, match="MAX_ASPECT_RATIO"):
+        preprocess(strip, Preprocessing())
+    try:
+        default = Scorer(providers="cpu")
+    except ModelFileError:
+        pytest.skip("no bundled default model in this install")
+    bad, good = default.score_many([strip, sample_photos[0]], batch_size=2)
+    assert bad.score is None and str(strip) in bad.error and "20:1" in bad.error
+    assert good.ok and math.isfinite(good.score)
+
+
 def test_ten_thousand_by_ten_strip_is_refused_quickly(scorer):
     started = time.perf_counter()
     with pytest.raises(ImageDecodeError, match="1000:1"):
