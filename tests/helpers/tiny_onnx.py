@@ -5,12 +5,12 @@ checks run fast and independently of the PINet network; tests get it via the `ti
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from pinet_runtime import metadata as keys
+from pinet_runtime.metadata import ModelMetadata
 from pinet_runtime.preprocess import Preprocessing
 
 TINY_PREPROCESSING = Preprocessing(crop_size=32, resize_short_side=40, crop_layout="center_corners",
@@ -34,16 +34,11 @@ def tiny_expected_score(crops: np.ndarray) -> float:
 
 
 def tiny_metadata(prep: Preprocessing, precision: str = "fp32") -> dict[str, str]:
-    return {
-        keys.PREPROCESSING: prep.to_json(),
-        keys.SCORE_MEANING: json.dumps({"name": prep.score_name, "range": list(prep.score_range),
-                                        "higher_is_better": prep.higher_is_better}),
-        keys.MODEL_CONFIG: json.dumps({"variant": "tiny_test", "backbone": "none"}),
-        keys.VARIANT: "tiny_test", keys.STAGE: "2", keys.PRECISION: precision,
-        keys.CALIBRATION: "none", keys.SOURCE_SHA256: "0" * 64, keys.PINET_VERSION: "0.1.0",
-        keys.EXPORT_DATE: "2026-11-01T00:00:00+00:00", keys.FORMAT_VERSION: str(keys.ONNX_FORMAT_VERSION),
-        keys.BITMAP_PIXEL_FORMAT: "Rgb8", keys.NOMINAL_PIXEL_RANGE: "Standardized_MeanStd",
-    }
+    """Every PINet key, written through the runtime's typed contract like an export writes them."""
+    return ModelMetadata(
+        preprocessing=prep, model_config={"variant": "tiny_test", "backbone": "none"}, variant="tiny_test",
+        precision=precision, source_sha256="0" * 64, pinet_version="0.1.0",
+        export_date="2026-11-01T00:00:00+00:00").to_props()
 
 
 def build_tiny_model(path: Path, prep: Preprocessing = TINY_PREPROCESSING, metadata: dict | None = None,
