@@ -7,12 +7,14 @@ This package never imports torch nor any other pinet package; a test proves it.
     print(scorer.score("photo.jpg"))
 """
 
-from pinet_runtime.preprocess import (
-    DEFAULT_PREPROCESSING,
+from pinet_runtime.errors import (
     ImageDecodeError,
-    Preprocessing,
-    preprocess,
+    ImageLimitError,
+    MetadataError,
+    ModelFileError,
+    NonFiniteScoreError,
 )
+from pinet_runtime.preprocess import DEFAULT_PREPROCESSING, Preprocessing, preprocess
 
 # The scoring API loads onnxruntime; it is imported on first use so that code needing only the
 # preprocessing contract (training, export validation) does not pay for it.
@@ -20,7 +22,7 @@ _LAZY = {
     "Scorer": "pinet_runtime.scorer",
     "ScoreResult": "pinet_runtime.scorer",
     "ProviderFallbackWarning": "pinet_runtime.scorer",
-    "ModelFileError": "pinet_runtime.model_file",
+    "ModelMetadata": "pinet_runtime.metadata",
     "ModelInfo": "pinet_runtime.model_file",
     "read_model_info": "pinet_runtime.model_file",
     "default_model_path": "pinet_runtime.model_file",
@@ -35,4 +37,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'pinet_runtime' has no attribute {name!r}")
 
 
-__all__ = ["Preprocessing", "DEFAULT_PREPROCESSING", "ImageDecodeError", "preprocess", *_LAZY]
+__all__ = ["Preprocessing", "DEFAULT_PREPROCESSING", "ImageDecodeError", "ImageLimitError", "NonFiniteScoreError",
+           "ModelFileError", "MetadataError", "preprocess", *_LAZY]
