@@ -30,6 +30,7 @@ _ORT_LOAD_ERRORS = tuple(getattr(_ort_state, name) for name in (
     "Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NoModel", "NotFound",
     "NotImplemented", "RuntimeException", "EPFail", "EngineError", "ModelRequiresCompilation")
     if isinstance(getattr(_ort_state, name, None), type)) + (RuntimeError, ValueError, OSError)
+ORT_ERRORS = _ORT_LOAD_ERRORS
 
 
 @dataclass(frozen=True)

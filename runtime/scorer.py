@@ -20,10 +20,11 @@ from typing import Iterable, Iterator, Sequence, Union
 import numpy as np
 import onnxruntime as ort
 
-from pinet_runtime.model_file import ModelFileError, ModelInfo, default_model_path, int8_is_safe_here, \
-    load_session, model_info_from_session, x86_cpu_has_vnni
 from pinet_runtime.decode import PILLOW_FAILURES
 from pinet_runtime.errors import NonFiniteScoreError
+from pinet_runtime.model_file import ModelFileError, ModelInfo, default_model_path, int8_is_safe_here, \
+    load_session, model_info_from_session, x86_cpu_has_vnni
+from pinet_runtime.model_file import ORT_ERRORS
 from pinet_runtime.preprocess import ImageDecodeError, ImageSource, describe_source, preprocess
 
 CPU = "CPUExecutionProvider"
@@ -155,7 +156,11 @@ class Scorer:
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def _run(self, crops: np.ndarray) -> np.ndarray:
-        (scores,) = self._session.run([self._output_name], {self._input_name: crops})
+        try:
+            (scores,) = self._session.run([self._output_name], {self._input_name: crops})
+        except ORT_ERRORS as err:  # the graph itself fails: a model-side fault, whatever the image
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ModelFileError(self.info.path, f"onnxruntime failed to run the model ({first_line})") from None
         scores = np.asarray(scores, dtype=np.float64).reshape(len(crops), -1)
         if scores.shape[1] != 1:
             raise ModelFileError(self.info.path, f"output {self._output_name!r} gives {scores.shape[1]} "

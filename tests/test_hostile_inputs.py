@@ -226,3 +226,26 @@ def test_other_malformed_fields_name_the_key(tiny_onnx, tmp_path, override, frag
         Scorer(path, providers="cpu")
     assert str(path) in str(caught.value) and fragment in str(caught.value), str(caught.value)
     assert next(iter(override)) in str(caught.value)
+
+
+def test_a_model_that_fails_to_run_is_a_model_file_error_naming_the_file(tiny_onnx, tmp_path):
+    """A graph that onnxruntime loads but cannot run (a Reshape to a fixed 7 elements)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["crops"], ["mean"], axes=[1, 2, 3], keepdims=0),
+         helper.make_node("Reshape", ["mean", "seven"], ["scores"])],
+        "broken", [helper.make_tensor_value_info("crops", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch"])],
+        initializer=[numpy_helper.from_array(np.array([7], dtype=np.int64), name="seven")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    for key, value in tiny_onnx.tiny_metadata(tiny_onnx.TINY_PREPROCESSING).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    path = tmp_path / "broken.onnx"
+    onnx.save(model, str(path))
+    scorer = Scorer(path, providers="cpu")
+    with pytest.raises(ModelFileError, match="onnxruntime failed to run the model") as caught:
+        list(scorer.score_many([_good(tmp_path)]))
+    assert str(path) in str(caught.value)

@@ -272,7 +272,12 @@ def score(
 
     target = prepare_output(output) if output is not None else None
     scorer = _open_scorer(model, provider, threads)
-    records = _score_all(scorer, files, batch_size)
+    from pinet_runtime.errors import ModelFileError
+
+    try:
+        records = _score_all(scorer, files, batch_size)
+    except ModelFileError as err:  # the model loaded but onnxruntime cannot run it: no image is to blame
+        raise fail(str(err)) from None
     if sort:
         records = sort_records(records, scorer.higher_is_better)
     text = render(records, output_format, scorer.preprocessing.score_name)
