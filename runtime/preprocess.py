@@ -6,8 +6,10 @@ and the runtime all call these functions, so PyTorch, ONNX FP32 and INT8 see ide
 
 Steps, in order (each one is a field of the dataclass):
 
-1. decode with Pillow; for JPEG, optionally let libjpeg decode at a reduced DCT scale that is
-   still at least as large as the resize target (``jpeg_draft``) - 4-8x faster on camera photos;
+1. decode with Pillow (runtime/decode.py); for JPEG, optionally let libjpeg decode at a reduced
+   DCT scale that is still at least as large as the resize target (``jpeg_draft``) - 4-8x faster
+   on camera photos. Before any pixel buffer is allocated the declared size is checked against
+   the per-image limits of runtime/geometry.py (aspect ratio, decoded and resized pixel counts);
 2. apply the EXIF orientation tag (``apply_exif_orientation``);
 3. convert to 8-bit RGB: palette images with transparency and every alpha mode are composited
    over ``alpha_background``; grayscale is replicated; CMYK goes through Pillow's conversion;
@@ -21,7 +23,9 @@ Steps, in order (each one is a field of the dataclass):
 6. scale to 0..1, subtract ``mean`` and divide by ``std`` per channel; layout NCHW float32.
 
 The model's score for the image is the mean of its per-crop outputs; the score's meaning is
-described by ``score_name``, ``score_range`` and ``higher_is_better``.
+described by ``score_name``, ``score_range`` and ``higher_is_better``. Every field is validated
+against the schema of runtime/schema.py when a Preprocessing is built; every image-side failure
+is an ImageDecodeError naming the input.
 """
 
 from __future__ import annotations
