@@ -60,6 +60,24 @@ def test_d1_a_strip_in_a_folder_fails_alone(model, album):
     assert rows["strip.png"]["score"] is None and "MAX_ASPECT_RATIO" in rows["strip.png"]["error"]
 
 
+def test_d2_files_declaring_no_pixels_fail_alone(model, album):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    for name, (width, height) in {"zero_wide.png": (0, 5), "zero_high.png": (5, 0)}.items():
+        header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+        (album / name).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    (album / "zero.ppm").write_bytes(b"P6\n0 5\n255\n")
+    result = _run("score", album, "--model", model, "-f", "json")
+    assert result.exit_code == 1
+    rows = {Path(row["path"]).name: row for row in _strict_json(result.stdout)}
+    assert len(rows) == 5 and rows["a.png"]["score"] is not None and rows["b.png"]["score"] is not None
+    for name in ("zero_wide.png", "zero_high.png", "zero.ppm"):
+        assert rows[name]["score"] is None and name in rows[name]["error"]
+
+
 def test_d3_nan_std_model_is_refused_with_exit_1(tiny_onnx, album, tmp_path):
     prep = json.loads(Preprocessing(crop_size=32, resize_short_side=40).to_json())
     prep["std"] = [float("nan"), 0.2, 0.2]

@@ -117,6 +117,17 @@ def test_d2_images_without_pixels_raise_image_decode_error(scorer, source):
 
 # --- files that are not what they seem ----------------------------------------------------------
 
+def test_d6_a_non_utf8_file_name_is_scored_and_named(scorer, tmp_path):
+    raw = os.fsencode(tmp_path) + b"/caf\xe9.png"
+    Image.open(_good(tmp_path)).save(raw, format="PNG")
+    name = os.fsdecode(raw)
+    (result,) = scorer.score_many([name])
+    assert result.ok and result.source == name and os.fsencode(result.source) == raw
+    Path(name).write_bytes(b"")
+    (failed,) = scorer.score_many([name])
+    assert failed.error == f"{name}: empty file (0 bytes)"
+
+
 def test_symlink_loop_and_dangling_link_are_named_as_such(scorer, tmp_path):
     loop, dangling = tmp_path / "loop.jpg", tmp_path / "dangling.jpg"
     os.symlink(loop, loop)
