@@ -177,7 +177,8 @@ def test_frozen_backbone_stages_do_not_move(clive_like, synthetic, tmp_path):
 def test_killed_mixed_run_resumes_to_the_same_weights(interrupted_runs, clive_like, synthetic, tmp_path):
     common = ["--dataset", "clive", "--root", str(clive_like), "--mix-dataset", "synthetic", "--mix-root",
               str(synthetic), "--mix-per-batch", "2", "--mix-eval-max-images", "4", "--epochs", "2",
-              "--checkpoint-every", "1", "--seed", "3", "--freeze-backbone-stages", "1", *TINY]
+              "--checkpoint-every", "1", "--seed", "3", "--freeze-backbone-stages", "1", "--channels-last",
+              "--eval-engine", "onnx", *TINY]
     interrupted = tmp_path / "interrupted"
     interrupted_runs.run_straight_then_kill(lambda out: _cli(*common, "--out", str(out)), tmp_path / "straight",
                                             interrupted)
@@ -203,3 +204,23 @@ def test_cli_mix_options_are_checked(clive_like, synthetic, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--mix-dataset and --mix-per-batch" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_onnx_eval_engine_scores_like_torch(clive_like):
+    from pinet.models import create_model
+    from pinet_training.evaluate import score_images
+    from pinet_training.onnx_eval import scoring_model
+
+    torch.manual_seed(0)
+    model = create_model("pinet_lite0", stage=2, init="random").eval()
+    dataset = load_dataset("clive", clive_like)
+    from pinet.models import default_preprocessing
+    from dataclasses import replace
+
+    prep = replace(default_preprocessing("pinet_lite0"), crop_size=64, resize_short_side=72)
+    paths = [s.path for s in dataset.samples[:5]]
+    eager, _ = score_images(model, paths, prep, 2, torch.device("cpu"))
+    onnx, _ = score_images(scoring_model(model, "onnx", 1), paths, prep, 2, torch.device("cpu"))
+    assert np.abs(eager - onnx).max() < 1e-4 and np.ptp(eager) > 0
+    with pytest.raises(ValueError, match="torch, onnx"):
+        scoring_model(model, "tensorrt")

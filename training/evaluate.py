@@ -135,9 +135,12 @@ def recorded_split(training: dict, checkpoint: Path, dataset: IQADataset) -> lis
 
 
 def evaluate_checkpoint(checkpoint: str | Path, dataset: IQADataset, split: str, batch_size: int,
-                        device: str = "cpu", test_ids: Sequence[str] | None = None) -> Evaluation:
+                        device: str = "cpu", test_ids: Sequence[str] | None = None,
+                        engine: str = "torch", threads: int | None = None) -> Evaluation:
     """Score ``checkpoint`` on ``dataset``: ``split="all"`` every image, ``"test"`` the recorded
-    (or the given ``test_ids``) test split."""
+    (or the given ``test_ids``) test split. ``engine="onnx"``: onnxruntime FP32 of the same weights."""
+    from pinet_training.onnx_eval import scoring_model
+
     from pinet.checkpoint import load_checkpoint
 
     checkpoint = Path(checkpoint)
@@ -152,7 +155,8 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: IQADataset, split: str,
     else:
         raise EvaluationError(f"--split must be test or all, got {split!r}")
     prep = loaded.header.preprocessing
-    predictions, problems = score_images(loaded.model, [s.path for s in samples], prep, batch_size, device)
+    scorer = scoring_model(loaded.model, engine, threads)
+    predictions, problems = score_images(scorer, [s.path for s in samples], prep, batch_size, device)
     targets = np.array([s.score for s in samples], dtype=np.float64)
     recorded = training.get(SPLIT_KEY) or training.get("info", {}).get(SPLIT_KEY) or {}
     train_dataset = recorded.get("dataset")
@@ -160,7 +164,8 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: IQADataset, split: str,
                       split=split, chosen_epoch=int(training.get("chosen_epoch", training.get("epoch", 0)) or 0), metrics=quality_metrics(predictions, targets),
                       ids=[sample_id(s, dataset) for s in samples], targets=targets.tolist(),
                       predictions=predictions.tolist(), problems=problems,
-                      settings={"batch_size": batch_size, "device": str(device), "crop_layout": prep.crop_layout,
+                      settings={"batch_size": batch_size, "device": str(device), "engine": engine,
+                                "crop_layout": prep.crop_layout,
                                 "crops_per_image": prep.num_crops, "crop_size": prep.crop_size,
                                 "resize_short_side": prep.resize_short_side, "dataset_root": str(dataset.root),
                                 "val_fraction": training.get("settings", {}).get("val_fraction")})

@@ -29,11 +29,12 @@ from typing import Callable
 from pinet_training.datasets import CsvScale, DatasetError, IQADataset, load_dataset
 from pinet_training.evaluate import DEFAULT_EVAL_BATCH, SPLIT_KEY, TEST_KEY, evaluate_checkpoint, sample_id
 from pinet_training.finetune_data import FinetuneBatches, RoundSplit, round_split
-from pinet_training.finetune_model import build_model, resize_choice
+from pinet_training.finetune_model import build_model, recentre_output, resize_choice
 from pinet_training.finetune_report import (
     BEST_METRIC, FinetuneError, chosen_epoch, mix_heldout_metrics, validation_metrics, validation_subset,
     write_all_data_results, write_results,
 )
+from pinet_training.onnx_eval import scoring_model
 from pinet_training.mixed import LossWeights, MixedBatches, dataset_record, mix_batches, mixed_loss, \
     score_meaning_name
 from pinet_training.protocol import Split, write_json_atomic
@@ -85,6 +86,8 @@ class FinetuneSettings:
     mix_eval_max_images: int = 300         # held-out mix images scored on best.safetensors (fixed subset)
     freeze_backbone_stages: int = 0        # keep the backbone's first K stages (stem = 1) fixed
     train_on_all: bool = False             # no val/test split: every image trains, the last epoch ships
+    eval_engine: str = "torch"             # torch or onnx (onnxruntime FP32 of the same weights) for val/test
+    channels_last: bool = False            # NHWC tensors in training: ~2x faster depthwise convs on CPU
 
 
 def dataset_fingerprint(dataset: IQADataset) -> str:
@@ -140,6 +143,8 @@ def check_settings(settings: FinetuneSettings) -> None:
         raise FinetuneError("--mix-weight, --rank-weight and --freeze-backbone-stages must be >= 0")
     if settings.mix_eval_max_images < 1:
         raise FinetuneError("--mix-eval-max-images must be >= 1")
+    if settings.eval_engine not in ("torch", "onnx"):
+        raise FinetuneError(f"--eval-engine must be torch or onnx, got {settings.eval_engine!r}")
     if settings.train_on_all and settings.rounds != 1:
         raise FinetuneError("--train-on-all makes one model from every image: use --rounds 1")
 
@@ -190,6 +195,8 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     except ValueError as err:
         raise FinetuneError(str(err)) from None
     model.to(device)
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
     from pinet_training.freeze import freeze_backbone_stages
 
     try:
@@ -209,6 +216,12 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
         with torch.no_grad():
             model.regressor[-1].bias.fill_(start)
         init_info = {**init_info, "regressor_bias_start": round(start, 6)}
+    elif base_prep.score_name != prep.score_name:
+        # A stage-2 model trained on another scale (e.g. synthetic pseudo-MOS, mean ~0.78, vs CLIVE
+        # MOS/100, mean ~0.55): shift the output so its mean on the first batch is the training
+        # mean, for the same reason. Pure function of (seed, init), so a resume redoes it identically.
+        init_info = {**init_info, **recentre_output(model, dataset, split.split.train, prep, seed, device,
+                                                    settings.channels_last)}
     mix_split = None
     try:
         batches = FinetuneBatches(dataset, split.split.train, prep, settings.batch_size - settings.mix_per_batch,
@@ -242,14 +255,17 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
                                        train_images=len(mix_split.split.train), split_rule=mix_split.rule))
     elif settings.rank_weight:
         compared["rank_weight"] = settings.rank_weight
-    for key in ("freeze_backbone_stages", "include_anchors", "train_on_all"):
+    if settings.eval_engine != "torch":
+        compared["eval_engine"] = settings.eval_engine
+    for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last"):
         if getattr(settings, key):
             compared[key] = getattr(settings, key)
     info = {**init_info, "dataset_root": str(Path(dataset.root).resolve()), "resize": resize_why,
             "device": str(device), "threads": threads, "workers": settings.workers, "epochs": settings.epochs,
             "total_steps": total_steps, "steps_per_epoch": batches.steps_per_epoch, "optimizer": "Adam",
             "eval_batch_size": settings.eval_batch_size, SPLIT_KEY: split_record, "datasets": datasets,
-            "frozen_backbone_stages": settings.freeze_backbone_stages}
+            "frozen_backbone_stages": settings.freeze_backbone_stages, "eval_engine": settings.eval_engine,
+            "channels_last": settings.channels_last}
     directory = round_dir(settings, round_index)
     run = TrainingRun(run_dir=directory, model=model, optimizer=optimizer, preprocessing=prep,
                       settings=compared, info=info)
@@ -285,7 +301,10 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
         if not len(batch["targets"]):
             return {"images": 0}
         keep_frozen_in_eval(prepared.frozen or [])
-        predictions = run.model(batch["crops"].to(device))
+        crops = batch["crops"].to(device)
+        if settings.channels_last:
+            crops = crops.contiguous(memory_format=torch.channels_last)
+        predictions = run.model(crops)
         targets = batch["targets"].to(device)
         source = batch.get("source", torch.zeros(len(targets), dtype=torch.int64)).to(device)
         loss, parts = mixed_loss(predictions, targets, source, weights)
@@ -298,7 +317,7 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
 
     def validate() -> dict[str, float]:
         # Looked up at call time so tests can plant a validation curve.
-        return validation_metrics(run.model, prepared.dataset, validation_subset(prepared.split.split.val, settings),
+        return validation_metrics(scoring_model(run.model, settings.eval_engine, run.info["threads"]), prepared.dataset, validation_subset(prepared.split.split.val, settings),
                                   run.preprocessing, settings.eval_batch_size, device)
 
     plan = LoopPlan(total_steps=prepared.total_steps, steps_per_epoch=prepared.batches.steps_per_epoch,
@@ -321,11 +340,13 @@ def finish_round(prepared: PreparedRound, settings: FinetuneSettings) -> dict:
     else:
         epoch = chosen_epoch(prepared)
         evaluation = evaluate_checkpoint(run.best_path, prepared.dataset, "test", settings.eval_batch_size,
-                                         str(prepared.device), test_ids=split_record["test_ids"])
+                                         str(prepared.device), test_ids=split_record["test_ids"],
+                                         engine=settings.eval_engine, threads=run.info["threads"])
     loaded = load_checkpoint(run.best_path, stage=2)
     training = {**loaded.header.training, SPLIT_KEY: split_record, "chosen_epoch": epoch}
     if evaluation is not None:
         training[TEST_KEY] = {**evaluation.metrics, "eval_batch_size": settings.eval_batch_size,
+                              "engine": settings.eval_engine,
                               "device": str(prepared.device), "skipped_images": evaluation.problems}
     mix_test = mix_heldout_metrics(loaded.model, prepared, settings)
     if mix_test is not None:

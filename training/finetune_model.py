@@ -63,3 +63,22 @@ def build_model(settings):
 
     return model, loaded.header.preprocessing, {"init": str(path.resolve()), "init_sha256": file_sha256(path),
                                                 "init_stage": loaded.header.stage, "note": how}
+
+
+def recentre_output(model, dataset: IQADataset, train: tuple[int, ...], prep, seed: int, device,
+                    channels_last: bool) -> dict:
+    """Add (mean training score - mean output on up to 24 seeded training crops) to the last bias."""
+    import torch
+
+    from pinet_training.finetune_data import FinetuneBatches
+
+    batch = FinetuneBatches(dataset, train, prep, 24, 1, False, seed + 7919)(0)
+    crops = batch["crops"].to(device)
+    if channels_last:
+        crops = crops.contiguous(memory_format=torch.channels_last)
+    model.eval()
+    with torch.no_grad():
+        shift = sum(dataset.samples[i].score for i in train) / len(train) - float(model(crops).mean())
+        model.regressor[-1].bias.add_(shift)
+    model.train()
+    return {"regressor_bias_shift": round(shift, 6)}

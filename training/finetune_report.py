@@ -46,12 +46,16 @@ def mix_heldout_metrics(model, prepared, settings) -> dict | None:
     if len(held_out) > settings.mix_eval_max_images:
         chosen = step_rng(0, 0, STREAM_VAL_SUBSET).choice(len(held_out), settings.mix_eval_max_images, replace=False)
         held_out = tuple(held_out[i] for i in sorted(chosen))
+    from pinet_training.onnx_eval import scoring_model
+
     model.to(prepared.device).eval()
     samples = prepared.mix.subset(held_out)
-    scores, _ = score_images(model, [s.path for s in samples], prepared.run.preprocessing, settings.eval_batch_size,
+    scorer = scoring_model(model, settings.eval_engine, prepared.run.info["threads"])
+    scores, _ = score_images(scorer, [s.path for s in samples], prepared.run.preprocessing, settings.eval_batch_size,
                              prepared.device)
     metrics = quality_metrics(scores, [s.score for s in samples])
     return {"dataset": prepared.mix.name, "rule": prepared.mix_split.rule, "n": len(samples),
+            "engine": settings.eval_engine,
             **{k: float(metrics[k]) for k in ("srcc", "krcc", "plcc", "rmse")}}
 
 
