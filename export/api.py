@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from pinet_export.config import FP16_FILE, FP32_FILE, INT8_FILE, ExportSettings
 from pinet_export.convert import ExportError, convert_model, load_stage2_checkpoint, publish, temporary_path
 from pinet_export.photos import bundled_samples_dir, calibration_crops, list_photos, parity_photos, ranking_photos
@@ -36,17 +38,34 @@ class ExportOutcome:
         return [problem for v in self.validations for problem in v.failures]
 
 
-def _validation_photo_paths(settings: ExportSettings) -> list[Path]:
-    paths = list_photos(bundled_samples_dir())
-    if settings.calib_dir is not None:
-        paths += [p for p in list_photos(settings.calib_dir) if p not in paths]
-    if settings.pristine_dir is not None and Path(settings.pristine_dir).is_dir():
-        extra = list_photos(settings.pristine_dir)
-        room = max(0, MAX_VALIDATION_PHOTOS - len(paths))
-        if extra and room:
-            step = max(1, len(extra) // room)
-            paths += extra[::step][:room]
-    return paths
+def spread(paths: list[Path], count: int) -> list[Path]:
+    """``count`` paths evenly spread over ``paths`` (all of them when there are fewer)."""
+    if len(paths) <= count:
+        return list(paths)
+    return [paths[i] for i in np.linspace(0, len(paths) - 1, count).round().astype(int)]
+
+
+def calibration_photo_paths(settings: ExportSettings) -> list[Path]:
+    """Up to ``calib_photos`` photos spread over each calibration directory in turn (an equal
+    share each); the bundled samples when no directory is given."""
+    dirs = settings.calib_dirs or (bundled_samples_dir(),)
+    share = max(1, settings.calib_photos // len(dirs))
+    return [path for directory in dirs for path in spread(list_photos(directory), share)]
+
+
+def validation_photo_paths(settings: ExportSettings, calibration: list[Path]) -> tuple[list[Path], list[str]]:
+    """Bundled samples plus an equal share of each validation directory, up to
+    MAX_VALIDATION_PHOTOS, none of them a calibration photo; the calibration photos themselves
+    (with a note) only when nothing else is readable."""
+    used = {path.resolve() for path in calibration}
+    fresh = [p for p in list_photos(bundled_samples_dir()) if p.resolve() not in used]
+    dirs = [Path(d) for d in settings.validation_dirs if Path(d).is_dir()]
+    for index, directory in enumerate(dirs):
+        room = (MAX_VALIDATION_PHOTOS - len(fresh)) // (len(dirs) - index)
+        fresh += spread([p for p in list_photos(directory) if p.resolve() not in used], max(0, room))
+    if fresh:
+        return fresh, []
+    return list(calibration), ["validation photos are the calibration photos: no other real photo was given"]
 
 
 def _run_step(outcome: ExportOutcome, settings: ExportSettings, precision: str, final: Path,
@@ -79,10 +98,45 @@ def _run_step(outcome: ExportOutcome, settings: ExportSettings, precision: str, 
         tmp.unlink(missing_ok=True)
 
 
+def _int8_step(outcome: ExportOutcome, settings: ExportSettings, prep, fp32_final: Path, photo_paths: list[Path],
+               calib_paths: list[Path], flags: dict, progress: ProgressCallback) -> tuple[dict | None, list[str]]:
+    """Calibrate, search the FP32 nodes, write, validate on photos outside the calibration set.
+    Returns (calibration summary or None, unreadable validation photos)."""
+    from pinet_export.mixed_precision import AccuracyTarget
+    from pinet_export.quantize import AccuracySearch, choose_int8_types, quantize_int8
+
+    final = outcome.out_dir / INT8_FILE
+    crops, calib_skipped, used = calibration_crops(calib_paths, prep, settings.calib_count)
+    dirs = [str(d) for d in settings.calib_dirs] or [str(bundled_samples_dir())]
+    if len(crops) == 0:  # an INT8 step failure; FP32/FP16 and the report still go ahead
+        failed = StepValidation("int8", str(final))
+        failed.fail(f"{', '.join(dirs)}: no readable photo for INT8 calibration"
+                    + (f" ({'; '.join(calib_skipped)})" if calib_skipped else ""))
+        outcome.validations.append(failed)
+        return None, []
+    types = choose_int8_types(flags, settings.int8_target)
+    source = {"directories": dirs, "photos": used, "skipped_files": calib_skipped,
+              "bundled_samples": not settings.calib_dirs}
+    search = None
+    if settings.accuracy_search:
+        search = AccuracySearch(ranking_photos(spread(calib_paths, settings.search_photos), prep).photos,
+                                settings.batch, AccuracyTarget(settings.search_target_srcc, settings.max_fp32_nodes))
+    progress(f"int8: calibrating on {len(crops)} crops of {used} photos ({settings.calib_method}, "
+             f"{'7-bit' if types.reduce_range else '8-bit'} weights)")
+    ranking = ranking_photos(photo_paths, prep)
+    calibration = _run_step(
+        outcome, settings, "int8", final,
+        lambda tmp: quantize_int8(fp32_final, tmp, crops, settings.calib_method, types, settings.batch, source,
+                                  search, progress),
+        lambda tmp: validate_int8(tmp, fp32_final, prep.crop_size, settings.batch, settings.gates, ranking.photos),
+        progress)
+    return calibration, ranking.skipped
+
+
 def run_export(checkpoint: Path, settings: ExportSettings, progress: ProgressCallback = lambda _: None) -> ExportOutcome:
     """Raises CheckpointError/ExportError for input that cannot be exported at all; validation
     failures are collected in the outcome instead."""
-    from pinet_export.quantize import choose_int8_types, cpu_flags, quantize_int8
+    from pinet_export.quantize import cpu_flags
     from pinet_export.report import build_report, write_reports
 
     started = time.perf_counter()
@@ -95,7 +149,8 @@ def run_export(checkpoint: Path, settings: ExportSettings, progress: ProgressCal
     flags = cpu_flags()
 
     progress("reading validation photos")
-    photo_paths = _validation_photo_paths(settings)
+    calib_paths = calibration_photo_paths(settings)
+    photo_paths, photo_notes = validation_photo_paths(settings, calib_paths)
     parity = parity_photos(photo_paths, prep, settings.gates.min_parity_photos)
     if not parity.photos:
         raise ExportError("no readable real photo for validation (bundled samples missing?)")
@@ -117,25 +172,8 @@ def run_export(checkpoint: Path, settings: ExportSettings, progress: ProgressCal
         skipped_steps = [p for p, wanted in (("int8", settings.quantize), ("fp16", settings.fp16)) if wanted]
     else:
         if settings.quantize:
-            calib_dir = settings.calib_dir or bundled_samples_dir()
-            crops, calib_skipped, used = calibration_crops(list_photos(calib_dir), prep, settings.calib_count)
-            if len(crops) == 0:  # an INT8 step failure; FP32/FP16 and the report still go ahead
-                failed = StepValidation("int8", str(out / INT8_FILE))
-                failed.fail(f"{calib_dir}: no readable photo for INT8 calibration"
-                            + (f" ({'; '.join(calib_skipped)})" if calib_skipped else ""))
-                outcome.validations.append(failed)
-        if settings.quantize and len(crops) > 0:
-            types = choose_int8_types(flags, settings.int8_target)
-            source = {"directory": str(calib_dir), "photos": used, "skipped_files": calib_skipped,
-                      "bundled_samples": settings.calib_dir is None}
-            progress(f"int8: calibrating on {len(crops)} crops of {used} photos ({settings.calib_method})")
-            ranking = ranking_photos(photo_paths, prep)
-            ranking_skipped = ranking.skipped
-            calibration = _run_step(
-                outcome, settings, "int8", out / INT8_FILE,
-                lambda tmp: quantize_int8(fp32_final, tmp, crops, settings.calib_method, types, fixed_batch, source),
-                lambda tmp: validate_int8(tmp, fp32_final, prep.crop_size, fixed_batch, settings.gates, ranking.photos),
-                progress)
+            calibration, ranking_skipped = _int8_step(outcome, settings, prep, fp32_final, photo_paths,
+                                                      calib_paths, flags, progress)
         if settings.fp16:
             from pinet_export.fp16 import convert_fp16
 
@@ -153,6 +191,7 @@ def run_export(checkpoint: Path, settings: ExportSettings, progress: ProgressCal
         latency_ms=latency, cpu_flags=flags, photo_skips=sorted(set(parity.skipped + ranking_skipped)),
         skipped_steps=skipped_steps, parity_photo_count=len(parity.photos), machine=platform.machine(),
         seconds=round(time.perf_counter() - started, 1))
+    outcome.report["notes"] = photo_notes
     write_reports(outcome.report, out)
     progress(f"report written to {out}")
     return outcome

@@ -8,6 +8,10 @@ from pathlib import Path
 # The dynamo exporter's opset floor (NOTES.md: asking for less silently stays at 18).
 DEFAULT_OPSET = 18
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# this-cpu: full 8-bit weights where the exporting CPU has VNNI (they can saturate on x86 CPUs
+# without it); portable: 7-bit weights (reduce_range), exact on every CPU, accuracy recovered by
+# the accuracy search. The default because an exported file travels.
+INT8_TARGETS = ("portable", "this-cpu")
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -21,7 +25,7 @@ class Gates:
     """Pass/fail thresholds of validation."""
 
     fp32_max_abs_diff: float = 1e-4      # torch vs onnxruntime, per crop
-    int8_min_srcc: float = 0.99          # INT8 vs FP32 per-image scores
+    int8_min_srcc: float = 0.99          # INT8 vs FP32 per-image scores on the validation photos
     fp16_max_abs_diff: float = 1e-2      # FP16 vs FP32 per crop, CUDA only
     min_parity_photos: int = 16          # real photos (plus flips/resizes when fewer exist)
     shape_check_batches: tuple[int, ...] = (1, 5)
@@ -34,23 +38,33 @@ class ExportSettings:
     out_dir: Path
     quantize: bool = False
     fp16: bool = False
-    calib_dir: Path | None = None
-    calib_count: int = 64                # crops fed to calibration
+    calib_dirs: tuple[Path, ...] = ()    # calibration + accuracy-search photos; () = bundled samples
+    calib_count: int = 256               # crops fed to calibration, spread over the calibration photos
+    calib_photos: int = 48               # at most this many calibration photos, spread over calib_dirs
     calib_method: str = "minmax"
-    int8_target: str = "this-cpu"        # or "portable" (reduce_range whatever the exporting CPU)
+    int8_target: str = "portable"
+    accuracy_search: bool = True         # keep score-sensitive nodes in FP32 (mixed_precision.py)
+    search_photos: int = 16              # calibration photos (x4 qualities) scored by the search
+    search_target_srcc: float = 0.995
+    max_fp32_nodes: int = 8
     opset: int | None = None
     batch: int | None = None             # None: dynamic batch axis
     validate: bool = True
-    pristine_dir: Path | None = None     # extra real photos for validation when present
+    validation_dirs: tuple[Path, ...] = ()   # extra real photos for validation (calibration photos excluded)
     gates: Gates = field(default_factory=Gates)
 
     def __post_init__(self) -> None:
         if self.calib_method not in CALIBRATION_METHODS:
             raise ValueError(f"calibration method {self.calib_method!r} is not one of {CALIBRATION_METHODS}")
-        if self.int8_target not in ("this-cpu", "portable"):
-            raise ValueError(f"INT8 target {self.int8_target!r} is not one of ('this-cpu', 'portable')")
-        if self.calib_count < 1:
-            raise ValueError(f"calibration count must be >= 1, got {self.calib_count}")
+        if self.int8_target not in INT8_TARGETS:
+            raise ValueError(f"INT8 target {self.int8_target!r} is not one of {INT8_TARGETS}")
+        for name in ("calib_count", "calib_photos", "search_photos"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.search_target_srcc <= 1.0:
+            raise ValueError(f"search target SRCC must be in (0, 1], got {self.search_target_srcc}")
+        if self.max_fp32_nodes < 0:
+            raise ValueError(f"max FP32 nodes must be >= 0, got {self.max_fp32_nodes}")
         if self.batch is not None and self.batch < 1:
             raise ValueError(f"batch must be 'dynamic' or a positive integer, got {self.batch}")
 

@@ -12,9 +12,12 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from pinet_export.config import INT8_TARGETS
+from pinet_export.mixed_precision import CANDIDATE_OP_TYPES, AccuracyTarget, search_fp32_nodes
 from pinet_export.onnx_metadata import set_metadata
 from pinet_runtime import metadata as keys
 
@@ -44,12 +47,10 @@ class Int8Types:
     reason: str
 
 
-INT8_TARGETS = ("this-cpu", "portable")
-
-
-def choose_int8_types(flags: dict[str, bool], target: str = "this-cpu") -> Int8Types:
-    """``this-cpu`` tunes to the exporting machine; ``portable`` (for files that ship to unknown
-    CPUs) always uses reduce_range, which is exact on VNNI machines too, just 1 bit coarser."""
+def choose_int8_types(flags: dict[str, bool], target: str = "portable") -> Int8Types:
+    """``portable`` (the default: files ship to unknown CPUs) always uses reduce_range: 7-bit
+    weights cannot saturate the U8S8 multiply-add of x86 CPUs without VNNI, so every CPU computes
+    the same integers; ``this-cpu`` uses the full 8-bit range where the exporting CPU has VNNI."""
     if target not in INT8_TARGETS:
         raise ValueError(f"INT8 target {target!r} is not one of {INT8_TARGETS}")
     if target == "portable":
@@ -78,58 +79,124 @@ class _CropReader:
         self._index = 0
 
 
-def nodes_of_types(model_path: Path, op_types: tuple[str, ...]) -> list[str]:
-    import onnx
+@dataclass(frozen=True)
+class AccuracySearch:
+    """The photos (whole images, every contract crop) and the target of the accuracy search."""
 
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    return [node.name for node in graph.node if node.op_type in op_types]
+    photos: list            # PhotoCrops with the same number of crops each
+    batch: int | None       # the model's fixed batch, None when dynamic
+    target: AccuracyTarget = AccuracyTarget()
+
+    @property
+    def photo_count(self) -> int:
+        return len(self.photos)
+
+    def score(self, model: Path | bytes) -> np.ndarray:
+        """Per-crop scores [photos, crops] of the model (a file or serialized bytes) on the search photos."""
+        from pinet_export.validate import open_session, run_scores
+
+        session = open_session(model)
+        crops = np.concatenate([photo.crops for photo in self.photos])
+        chunk = self.batch or 40   # bounded memory: ~40 crops per run
+        scores = np.concatenate([run_scores(session, crops[i:i + chunk], self.batch)
+                                 for i in range(0, len(crops), chunk)])
+        return scores.reshape(len(self.photos), -1)
 
 
-# Kept in FP32 by default: nothing, by measurement (docs/export.md). On a briefly trained
-# pinet_lite0 (64 px crops, 8 sample photos + 3 degradations each, minmax, VNNI) INT8-vs-FP32 SRCC
-# was 0.9920 with everything quantized, 0.9923 keeping the gating MatMul+Sigmoid in FP32, 0.9923
-# keeping the regressor Gemms, 0.9901 keeping all 37 staircase/branch convs: no gain worth the
-# FP32 islands; the error comes from the backbone.
-DEFAULT_FP32_OP_TYPES: tuple[str, ...] = ()
+class CalibratedQuantizer:
+    """Writes INT8 QDQ models of one FP32 file with any set of nodes kept in FP32.
+
+    The FP32 file is pre-processed once and the calibration ranges are computed once (onnxruntime's
+    calibration cache where this onnxruntime has it), so each model written for the
+    accuracy search costs a graph rewrite, not a calibration pass."""
+
+    def __init__(self, fp32_path: Path, workdir: Path, crops: np.ndarray, method: str, types: Int8Types,
+                 batch: int | None):
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        if len(crops) == 0:
+            raise ValueError("no calibration crops")
+        self._batch = batch or 1
+        if len(crops) < self._batch:
+            raise ValueError(f"{len(crops)} calibration crops are fewer than the fixed batch {self._batch}")
+        self._crops, self._method, self.types = crops, method, types
+        self.prepared = workdir / "prepared.onnx"
+        self._fp32_graph = self._int8_model = None    # loaded by the first with_fp32_nodes call
+        self._cache = workdir / f"calibration-{method}.json"
+        quant_pre_process(str(fp32_path), str(self.prepared), skip_symbolic_shape=True)
+
+    def candidates(self) -> list[tuple[str, str]]:
+        """(name, op type) of the nodes the accuracy search may keep in FP32, in graph order."""
+        import onnx
+
+        graph = onnx.load(str(self.prepared), load_external_data=False).graph
+        return [(node.name, node.op_type) for node in graph.node if node.op_type in CANDIDATE_OP_TYPES]
+
+    def with_fp32_nodes(self, all_int8: Path, fp32_nodes: list[str]) -> bytes:
+        """The all-INT8 model with ``fp32_nodes`` computing in FP32 (pinet_export.fp32_islands),
+        serialized: a graph rewrite of milliseconds, so the search can score one per candidate."""
+        import onnx
+
+        from pinet_export.fp32_islands import keep_in_fp32
+
+        if self._fp32_graph is None:
+            self._fp32_graph = onnx.load(str(self.prepared)).graph
+            self._int8_model = onnx.load(str(all_int8))
+        return keep_in_fp32(self._int8_model, self._fp32_graph, fp32_nodes).SerializeToString()
+
+    def write(self, out_path: Path, fp32_nodes: list[str]) -> None:
+        """quantize_static; ``fp32_nodes`` become nodes_to_exclude (see fp32_islands for why that
+        alone does not keep them in FP32 in onnxruntime)."""
+        import inspect
+
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        cache = {}
+        if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+            cache = {"calibration_cache_path": str(self._cache)}
+        quantize_static(
+            str(self.prepared), str(out_path), _CropReader(self._crops, self._batch),
+            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=self.types.reduce_range,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[self._method],
+            nodes_to_exclude=list(fp32_nodes), **cache,
+        )
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, crops: np.ndarray, method: str, types: Int8Types,
-                  batch: int | None, source: dict,
-                  keep_fp32_op_types: tuple[str, ...] = DEFAULT_FP32_OP_TYPES) -> dict:
+                  batch: int | None, source: dict, search: AccuracySearch | None = None,
+                  progress: Callable[[str], None] = lambda _: None) -> dict:
     """Write the INT8 QDQ model to ``out_path``; returns the calibration summary stored in the file.
 
     ``source`` describes where the crops came from (photos, directory); it joins the summary.
-    Metadata of the FP32 file survives quant_pre_process/quantize_static (validation re-checks
-    every key); only precision and calibration are rewritten."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    With ``search``, the fewest score-sensitive nodes stay in FP32 until INT8 follows FP32 on the
+    search photos (pinet_export.mixed_precision). Metadata of the FP32 file survives
+    quant_pre_process/quantize_static (validation re-checks every key); only precision and
+    calibration are rewritten."""
+    import tempfile
 
-    if len(crops) == 0:
-        raise ValueError("no calibration crops")
-    feed_batch = batch or 1
-    if len(crops) < feed_batch:
-        raise ValueError(f"{len(crops)} calibration crops are fewer than the fixed batch {feed_batch}")
+    import onnx
+
     started = time.perf_counter()
-    prepared = out_path.with_name(out_path.name + ".pre.onnx")
-    try:
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        excluded = nodes_of_types(prepared, keep_fp32_op_types) if keep_fp32_op_types else []
-        quantize_static(
-            str(prepared), str(out_path), _CropReader(crops, feed_batch),
-            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=types.reduce_range,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[method],
-            nodes_to_exclude=excluded,
-        )
-    finally:
-        prepared.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=out_path.parent) as workdir:
+        quantizer = CalibratedQuantizer(fp32_path, Path(workdir), crops, method, types, batch)
+        quantizer.write(out_path, [])
+        accuracy = None
+        if search is not None:
+            outcome = search_fp32_nodes(
+                quantizer.candidates(), search.score(fp32_path),
+                lambda names: search.score(quantizer.with_fp32_nodes(out_path, names) if names else out_path),
+                search.target, progress)
+            if outcome.kept_fp32:   # the very graph the search scored, not nodes_to_exclude (see fp32_islands)
+                out_path.write_bytes(quantizer.with_fp32_nodes(out_path, [node.name for node in outcome.kept_fp32]))
+            accuracy = {"photos": search.photo_count, **outcome.to_dict()}
     summary = {
         **source, "method": method, "crops": int(len(crops)), "format": "QDQ", "per_channel": True,
         "activation_type": types.activation, "weight_type": types.weight,
-        "reduce_range": types.reduce_range, "type_reason": types.reason,
-        "fp32_op_types": list(keep_fp32_op_types), "fp32_nodes": len(excluded),
+        "reduce_range": types.reduce_range, "portable": types.reduce_range, "type_reason": types.reason,
+        "fp32_nodes": [node["name"] for node in accuracy["fp32_nodes"]] if accuracy else [],
+        "accuracy_search": accuracy,
         "seconds": round(time.perf_counter() - started, 2),
     }
     model = onnx.load(str(out_path))

@@ -81,10 +81,30 @@ def render_markdown(report: dict) -> str:
         lines.append("")
     lines += [f"- {note}" for note in report["skipped_steps"]]
     if report["calibration"]:
-        lines += ["## INT8 calibration", ""] + [f"- {k}: {_figure(v)}" for k, v in report["calibration"].items()]
+        summary = {k: v for k, v in report["calibration"].items() if k != "accuracy_search"}
+        lines += ["## INT8 calibration", ""] + [f"- {k}: {_figure(v)}" for k, v in summary.items()]
+        lines += accuracy_search_lines(report["calibration"].get("accuracy_search"))
+    lines += [f"- note: {note}" for note in report.get("notes", [])]
     if report["unreadable_photos"]:
         lines += ["", "## Unreadable photos (skipped)", ""] + [f"- {p}" for p in report["unreadable_photos"]]
     return "\n".join(lines) + "\n"
+
+
+def accuracy_search_lines(search: dict | None) -> list[str]:
+    """The FP32 nodes the accuracy search kept, and why (their share of the all-INT8 score error)."""
+    if not search:
+        return ["", "Accuracy search: off (--no-accuracy-search); every quantizable node is INT8."]
+    before, after = search["all_int8"], search["final"]
+    lines = ["", "## INT8 accuracy search", "",
+             f"On {search['photos']} calibration photos x 4 qualities, INT8 vs FP32 per-image SRCC "
+             f"{before['srcc']:.4f} with every node quantized, {after['srcc']:.4f} with "
+             f"{len(search['fp32_nodes'])} node(s) kept in FP32 (target {search['target_srcc']}, "
+             f"{'met' if search['target_met'] else 'NOT met'}; {search['evaluations']} models scored in "
+             f"{search['seconds']} s).", ""]
+    if search["fp32_nodes"]:
+        lines += ["| node kept in FP32 | op | share of the all-INT8 crop error it removes alone |", "|---|---|---|"]
+        lines += [f"| {n['name']} | {n['op_type']} | {n['error_share']:.1%} |" for n in search["fp32_nodes"]]
+    return lines
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -45,12 +45,14 @@ class StepValidation:
                 "figures": self.figures, "notes": self.notes}
 
 
-def open_session(path: Path, providers: list[str] | None = None):
+def open_session(model: Path | bytes, providers: list[str] | None = None):
+    """An onnxruntime session of a model file (or serialized model bytes)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # keep onnxruntime's warnings off the user's terminal
-    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
 
 
 def run_scores(session, crops: np.ndarray, fixed_batch: int | None) -> np.ndarray:
@@ -190,7 +192,8 @@ def validate_int8(path: Path, fp32_path: Path, crop_size: int, fixed_batch: int 
     if not srcc >= gates.int8_min_srcc:
         result.fail(f"INT8 vs FP32 per-image SRCC {srcc:.4f} is below {gates.int8_min_srcc} "
                     f"(mean abs score difference {result.figures['mean_abs_diff']:.4g}); "
-                    "check the calibration photos (--calib) or try --calib-method percentile/entropy")
+                    "check the calibration photos (--calib), keep more nodes in FP32 (--max-fp32-nodes) "
+                    "or try --calib-method percentile/entropy")
     return result
 
 

@@ -108,6 +108,32 @@ def test_int8_passes_srcc_gate_on_real_photos(good_export):
     calibration = json.loads(meta[keys.CALIBRATION])
     assert calibration["format"] == "QDQ" and calibration["per_channel"] and calibration["photos"] == 8
     assert calibration["crops"] == 40 and calibration["bundled_samples"] is True
+    assert calibration["portable"] is True and calibration["reduce_range"] is True   # the default target
+    search = calibration["accuracy_search"]
+    assert search["final"]["srcc"] >= search["all_int8"]["srcc"] and len(search["fp32_nodes"]) <= 8
+
+
+def _int8_weights(path: Path) -> list[np.ndarray]:
+    """The quantized weight tensors (int8 initializers feeding DequantizeLinear) of a QDQ file."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    initializers = {init.name: init for init in graph.initializer}
+    return [numpy_helper.to_array(initializers[node.input[0]]) for node in graph.node
+            if node.op_type == "DequantizeLinear" and node.input[0] in initializers
+            and initializers[node.input[0]].data_type == onnx.TensorProto.INT8]
+
+
+def test_portable_int8_weights_are_7_bit_whatever_the_exporting_cpu(good_export):
+    """7-bit weights (reduce_range) cannot saturate the U8S8 multiply-add of x86 CPUs without VNNI:
+    the default file computes the same integers on every CPU."""
+    out, _ = good_export
+    weights = _int8_weights(out / "model.int8.onnx")
+    assert len(weights) > 20
+    # onnxruntime's reduce_range keeps symmetric weights within [-64, 64]: |u8 x s8| pair sums stay
+    # below 2 x 255 x 64 = 32640 < 32767, so the int16 intermediate of AVX2 cannot saturate.
+    assert max(int(np.abs(w).max()) for w in weights) == 64   # the 7-bit range is used, not collapsed
 
 
 def test_fp16_written_with_metadata_and_parity_marked_not_checked_without_cuda(good_export):
@@ -144,7 +170,9 @@ def test_broken_calibration_fails_gate_and_leaves_no_int8_file(trained_checkpoin
     calib.mkdir()
     Image.new("RGB", (120, 90), (0, 0, 0)).save(calib / "black.png")
     out = tmp_path / "out"
-    outcome = run_export(trained_checkpoint, ExportSettings(out_dir=out, quantize=True, calib_dir=calib))
+    # The gate itself is under test: no accuracy search rescuing the broken calibration.
+    outcome = run_export(trained_checkpoint, ExportSettings(out_dir=out, quantize=True, calib_dirs=(calib,),
+                                                            accuracy_search=False))
     int8 = next(v for v in outcome.validations if v.step == "int8")
     assert not int8.passed
     assert any("SRCC" in problem and "model.int8.onnx" in problem for problem in int8.failures)

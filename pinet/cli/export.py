@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from pinet.cli.common import EXIT_USAGE, fail, require_extra, stderr
 
 DEFAULT_MODEL_NAME = "default.safetensors"
-PRISTINE_DIR = Path("../shared/data/pristine")   # extra real photos for validation, when present
+# The project's shared real photos, used when present (development machines and CI): pristine
+# photos calibrate and validate, camera photos validate (the INT8 gate runs on both).
+PRISTINE_DIR = Path("../shared/data/pristine")
+CAMERA_DIR = Path("../shared/data/clive/images")
 
 
 def bundled_default_model() -> Path | None:
@@ -23,19 +26,35 @@ def bundled_default_model() -> Path | None:
     return Path(str(candidate)) if candidate.is_file() else None
 
 
+def default_calibration_dirs() -> tuple[Path, ...]:
+    """The bundled samples, plus the shared pristine photos where this machine has them."""
+    from pinet_export.photos import bundled_samples_dir
+
+    return (bundled_samples_dir(),) + ((PRISTINE_DIR,) if PRISTINE_DIR.is_dir() else ())
+
+
 def export(
     checkpoint: Optional[Path] = typer.Argument(None, help="Stage-2 checkpoint (.safetensors); "
                                                 "default: the model bundled with pinet"),
     out: Path = typer.Option(Path("pinet-export"), "--out", help="Output directory"),
     quantize: bool = typer.Option(False, "--quantize", help="Also write model.int8.onnx (static INT8, QDQ)"),
     fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx (for GPUs)"),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Directory of real photos for INT8 calibration "
-                                         "(default: the sample photos bundled with pinet)"),
-    calib_count: int = typer.Option(64, "--calib-count", min=1, help="Calibration crops to use"),
+    calib: Optional[List[Path]] = typer.Option(None, "--calib", help="Directory of real photos for INT8 calibration "
+                                               "and the accuracy search; repeat for several (default: the bundled "
+                                               "sample photos, plus ../shared/data/pristine when present)"),
+    calib_count: int = typer.Option(256, "--calib-count", min=1, help="Calibration crops to use"),
+    calib_photos: int = typer.Option(48, "--calib-photos", min=1, help="At most this many calibration photos"),
     calib_method: str = typer.Option("minmax", "--calib-method", help="minmax | entropy | percentile"),
-    int8_target: str = typer.Option("this-cpu", "--int8-target",
-                                    help="this-cpu (tune INT8 to this machine's VNNI/AVX2) | portable "
-                                         "(reduce_range: safe on any x86 CPU; use for files you ship)"),
+    int8_target: str = typer.Option("portable", "--int8-target",
+                                    help="portable (7-bit weights: the same scores on every CPU, with or without "
+                                         "VNNI, and ARM) | this-cpu (full 8-bit weights when this CPU has VNNI; "
+                                         "such a file can saturate on CPUs without VNNI)"),
+    accuracy_search: bool = typer.Option(True, "--accuracy-search/--no-accuracy-search",
+                                         help="Keep the fewest score-sensitive nodes in FP32 until INT8 follows "
+                                              "FP32 on the calibration photos"),
+    search_photos: int = typer.Option(16, "--search-photos", min=1, help="Calibration photos (each at 4 "
+                                      "qualities) scored by the accuracy search"),
+    max_fp32_nodes: int = typer.Option(8, "--max-fp32-nodes", min=0, help="At most this many nodes kept in FP32"),
     opset: Optional[int] = typer.Option(None, "--opset", min=18, help="ONNX opset (default 18, the dynamo floor)"),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size N"),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the validation gates"),
@@ -44,7 +63,7 @@ def export(
     require_extra("export", "export")
     from pinet.checkpoint import CheckpointError
     from pinet_export.api import run_export
-    from pinet_export.config import CALIBRATION_METHODS, ExportSettings, parse_batch
+    from pinet_export.config import CALIBRATION_METHODS, INT8_TARGETS, ExportSettings, parse_batch
     from pinet_export.convert import ExportError
 
     if checkpoint is None:
@@ -53,18 +72,21 @@ def export(
             raise fail("no bundled default model in this install; pass a checkpoint", EXIT_USAGE)
     if calib_method not in CALIBRATION_METHODS:
         raise fail(f"--calib-method must be one of {', '.join(CALIBRATION_METHODS)}, got {calib_method!r}", EXIT_USAGE)
-    if int8_target not in ("this-cpu", "portable"):
-        raise fail(f"--int8-target must be this-cpu or portable, got {int8_target!r}", EXIT_USAGE)
-    if calib is not None and not calib.is_dir():
-        raise fail(f"--calib {calib}: not a directory", EXIT_USAGE)
+    if int8_target not in INT8_TARGETS:
+        raise fail(f"--int8-target must be one of {', '.join(INT8_TARGETS)}, got {int8_target!r}", EXIT_USAGE)
+    for directory in calib or []:
+        if not directory.is_dir():
+            raise fail(f"--calib {directory}: not a directory", EXIT_USAGE)
     try:
         fixed_batch = parse_batch(batch)
     except ValueError as err:
         raise fail(str(err), EXIT_USAGE) from None
-    settings = ExportSettings(out_dir=out, quantize=quantize, fp16=fp16, calib_dir=calib, calib_count=calib_count,
-                              calib_method=calib_method, int8_target=int8_target, opset=opset, batch=fixed_batch,
-                              validate=not no_validate,
-                              pristine_dir=PRISTINE_DIR if PRISTINE_DIR.is_dir() else None)
+    calib_dirs = tuple(calib) if calib else default_calibration_dirs()
+    settings = ExportSettings(out_dir=out, quantize=quantize, fp16=fp16, calib_dirs=calib_dirs,
+                              calib_count=calib_count, calib_photos=calib_photos, calib_method=calib_method,
+                              int8_target=int8_target, accuracy_search=accuracy_search, search_photos=search_photos,
+                              max_fp32_nodes=max_fp32_nodes, opset=opset, batch=fixed_batch, validate=not no_validate,
+                              validation_dirs=tuple(d for d in (PRISTINE_DIR, CAMERA_DIR) if d.is_dir()))
     try:
         with stderr.status("exporting") as status:
             def progress(message: str) -> None:
