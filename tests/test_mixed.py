@@ -224,3 +224,44 @@ def test_onnx_eval_engine_scores_like_torch(clive_like):
     assert np.abs(eager - onnx).max() < 1e-4 and np.ptp(eager) > 0
     with pytest.raises(ValueError, match="torch, onnx"):
         scoring_model(model, "tensorrt")
+
+
+def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp_path):
+    from dataclasses import replace
+
+    from pinet_training.evaluate import evaluate_checkpoint
+    from pinet_training.finetune import run_finetune
+
+    # Init: a tiny stage-2 model after one epoch (so its BatchNorm statistics are real ones).
+    run_finetune(_settings(clive_like, synthetic, tmp_path / "init", epochs=1, train_on_all=True), lambda _: None)
+    init = tmp_path / "init" / "best.safetensors"
+    snapshot = load_checkpoint(tmp_path / "init" / "epoch_01.safetensors", stage=2).model.state_dict()
+    assert all(torch.equal(v, load_checkpoint(init, stage=2).model.state_dict()[k]) for k, v in snapshot.items())
+    settings = _settings(clive_like, synthetic, tmp_path / "run", init=str(init), variant=None, backbone_init="auto",
+                         resize_short_side="72", train_head_only=True, mix_train_images=4,
+                         feature_cache=tmp_path / "cache", epochs=3)
+    results, _ = run_finetune(settings, lambda _: None)
+    files = sorted((tmp_path / "cache").glob("*.npy"))
+    assert len(files) == 3                                     # primary, mix held-out, mix train subset
+    stamps = [f.stat().st_mtime_ns for f in files]
+    start = load_checkpoint(init, stage=2).model.state_dict()
+    best = load_checkpoint(tmp_path / "run" / "best.safetensors", stage=2)
+    trained = best.model.state_dict()
+    assert all(torch.equal(trained[k], start[k]) for k in trained if k.startswith(("backbone.", "staircase.")))
+    assert any(not torch.equal(trained[k], start[k]) for k in trained if k.startswith("quality_branch."))
+    # The cached scores are the full model's on the contract crops (near-constant tiny model: compare scores).
+    from pinet_training.evaluate import sample_id
+    from pinet_training.head_cache import head_scores
+
+    dataset = load_dataset("clive", clive_like)
+    full = evaluate_checkpoint(tmp_path / "run" / "best.safetensors", dataset, "test", 4, "cpu")
+    primary = max((np.load(f) for f in files), key=len)
+    ids = [sample_id(s, dataset) for s in dataset.samples]
+    cached = head_scores(best.model.eval(), primary[[ids.index(i) for i in full.ids]])
+    assert len(primary) == len(dataset) and np.abs(cached - np.array(full.predictions)).max() < 1e-5
+    assert np.isfinite(results[0]["test"]["rmse"])
+    header = read_header(tmp_path / "run" / "best.safetensors").training
+    assert header["info"]["train_head_only"] is True and len(header["info"]["feature_cache"]) == 3
+    assert header["info"]["datasets"][1]["train_images"] == 4 and header["mix_test"]["n"] == 4
+    run_finetune(replace(settings, out_dir=tmp_path / "again"), lambda _: None)          # reuses the cache
+    assert [f.stat().st_mtime_ns for f in files] == stamps

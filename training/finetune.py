@@ -37,116 +37,12 @@ from pinet_training.finetune_report import (
 from pinet_training.onnx_eval import scoring_model
 from pinet_training.mixed import LossWeights, MixedBatches, dataset_record, mix_batches, mixed_loss, \
     score_meaning_name
+from pinet_training.finetune_settings import (  # noqa: F401 (re-exported: the module's public names)
+    LOSSES, FinetuneSettings, check_settings, dataset_fingerprint, load_data, load_mix, round_dir,
+)
 from pinet_training.protocol import Split, write_json_atomic
 
-LOSSES = ("l1", "mse")
 HEAD_PREFIX = "regressor."            # trained at --lr-head; everything else at --lr-backbone
-
-
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """Every option of `pinet train finetune` (see its --help)."""
-
-    dataset: str
-    root: Path
-    out_dir: Path
-    init: str = "none"                     # stage-1 (or stage-2) checkpoint path, or "none"
-    variant: str | None = None             # required with --init none; must match the checkpoint otherwise
-    backbone_init: str = "auto"            # with --init none: auto, imagenet, random
-    csv_scale: CsvScale | None = None      # --dataset csv only
-    epochs: int = 30
-    batch_size: int = 24
-    lr_backbone: float = 1e-5
-    lr_head: float = 1e-4
-    weight_decay: float = 1e-7
-    crops_per_image: int = 5
-    images_per_epoch: int | None = None    # None: every training image each epoch
-    val_max_images: int | None = None      # None: validate (choose the epoch) on the whole val split
-    flip: bool = True
-    loss: str = "l1"
-    crop_size: int | None = None           # None: the init checkpoint's (or the variant's) contract
-    resize_short_side: str = "auto"        # auto, native or a number of pixels
-    val_fraction: float = 0.15
-    seed: int = 0
-    split_seed: int = 0
-    rounds: int = 1
-    device: str = "auto"
-    workers: int = 2
-    threads: int | None = None
-    checkpoint_every: int = 200
-    eval_batch_size: int = DEFAULT_EVAL_BATCH
-    resume: bool = False
-    show_progress: bool = True
-    include_anchors: bool = False          # keep a CSV's role=anchor rows (csv, clive)
-    mix_dataset: str | None = None         # a second dataset trained on at once (ranking loss only)
-    mix_root: Path | None = None
-    mix_per_batch: int = 0                 # crops of the mix set in every batch of batch_size
-    mix_weight: float = 1.0                # weight of the mix set's fidelity ranking loss
-    rank_weight: float = 0.0               # fidelity ranking within the primary set, added to L1/MSE
-    mix_eval_max_images: int = 300         # held-out mix images scored on best.safetensors (fixed subset)
-    freeze_backbone_stages: int = 0        # keep the backbone's first K stages (stem = 1) fixed
-    train_on_all: bool = False             # no val/test split: every image trains, the last epoch ships
-    eval_engine: str = "torch"             # torch or onnx (onnxruntime FP32 of the same weights) for val/test
-    channels_last: bool = False            # NHWC tensors in training: ~2x faster depthwise convs on CPU
-
-
-def dataset_fingerprint(dataset: IQADataset) -> str:
-    """Hash of (sample id, score) pairs: a resume on different data is refused."""
-    digest = hashlib.sha256()
-    for sample in dataset.samples:
-        digest.update(f"{sample_id(sample, dataset)}\t{sample.score!r}\n".encode())
-    return digest.hexdigest()
-
-
-def load_data(settings: FinetuneSettings) -> IQADataset:
-    try:
-        return load_dataset(settings.dataset, settings.root, csv_scale=settings.csv_scale,
-                            include_anchors=settings.include_anchors)
-    except (DatasetError, ValueError) as err:
-        raise FinetuneError(str(err)) from None
-
-
-def load_mix(settings: FinetuneSettings) -> IQADataset | None:
-    if settings.mix_dataset is None:
-        return None
-    if settings.mix_root is None:
-        raise FinetuneError("--mix-dataset needs --mix-root")
-    try:
-        return load_dataset(settings.mix_dataset, settings.mix_root)
-    except (DatasetError, ValueError) as err:
-        raise FinetuneError(f"--mix-dataset {settings.mix_dataset}: {err}") from None
-
-
-def round_dir(settings: FinetuneSettings, round_index: int) -> Path:
-    out = Path(settings.out_dir)
-    return out if settings.rounds == 1 else out / f"round_{round_index + 1:02d}"
-
-
-def check_settings(settings: FinetuneSettings) -> None:
-    for name in ("epochs", "batch_size", "crops_per_image", "rounds", "checkpoint_every", "eval_batch_size"):
-        if getattr(settings, name) < 1:
-            raise FinetuneError(f"--{name.replace('_', '-')} must be >= 1")
-    if settings.loss not in LOSSES:
-        raise FinetuneError(f"--loss must be one of {', '.join(LOSSES)}, got {settings.loss!r}")
-    if min(settings.lr_backbone, settings.lr_head) <= 0 or settings.weight_decay < 0 or settings.workers < 0:
-        raise FinetuneError("learning rates must be > 0, --weight-decay and --workers >= 0")
-    if not 0 < settings.val_fraction < 1:
-        raise FinetuneError("--val-fraction must be between 0 and 1")
-    if settings.backbone_init not in ("auto", "imagenet", "random"):
-        raise FinetuneError("--backbone-init must be auto, imagenet or random")
-    if (settings.mix_dataset is None) != (settings.mix_per_batch == 0):
-        raise FinetuneError("--mix-dataset and --mix-per-batch N (N >= 1) go together")
-    if settings.mix_dataset is not None and not settings.mix_per_batch < settings.batch_size:
-        raise FinetuneError(f"--mix-per-batch {settings.mix_per_batch} must be below --batch-size "
-                            f"{settings.batch_size} (the rest of each batch is the primary set)")
-    if min(settings.mix_weight, settings.rank_weight, settings.freeze_backbone_stages) < 0:
-        raise FinetuneError("--mix-weight, --rank-weight and --freeze-backbone-stages must be >= 0")
-    if settings.mix_eval_max_images < 1:
-        raise FinetuneError("--mix-eval-max-images must be >= 1")
-    if settings.eval_engine not in ("torch", "onnx"):
-        raise FinetuneError(f"--eval-engine must be torch or onnx, got {settings.eval_engine!r}")
-    if settings.train_on_all and settings.rounds != 1:
-        raise FinetuneError("--train-on-all makes one model from every image: use --rounds 1")
 
 
 @dataclass
@@ -162,6 +58,7 @@ class PreparedRound:
     mix: IQADataset | None = None
     mix_split: RoundSplit | None = None
     frozen: list = None           # backbone modules kept in eval mode (--freeze-backbone-stages)
+    cache: object = None          # head_training.HeadCache (--train-head-only)
 
 
 def primary_split(settings: FinetuneSettings, dataset: IQADataset, round_index: int) -> RoundSplit:
@@ -198,9 +95,11 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     if settings.channels_last:
         model.to(memory_format=torch.channels_last)
     from pinet_training.freeze import freeze_backbone_stages
+    from pinet_training.head_training import build_head_cache, freeze_all_but_head
 
     try:
-        frozen = freeze_backbone_stages(model, settings.freeze_backbone_stages)
+        frozen = (freeze_all_but_head(model) if settings.train_head_only
+                  else freeze_backbone_stages(model, settings.freeze_backbone_stages))
     except ValueError as err:
         raise FinetuneError(str(err)) from None
     head = [p for n, p in model.named_parameters() if n.startswith(HEAD_PREFIX)]
@@ -222,14 +121,21 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
         # mean, for the same reason. Pure function of (seed, init), so a resume redoes it identically.
         init_info = {**init_info, **recentre_output(model, dataset, split.split.train, prep, seed, device,
                                                     settings.channels_last)}
-    mix_split = None
+    mix_split, cache = None, None
     try:
-        batches = FinetuneBatches(dataset, split.split.train, prep, settings.batch_size - settings.mix_per_batch,
-                                  settings.crops_per_image, settings.flip, seed, settings.images_per_epoch)
         if mix is not None:
             mix_split = round_split(mix, 0, settings.split_seed, settings.val_fraction)
-            batches = MixedBatches(batches, mix_batches(mix, mix_split.split.train, prep, settings.mix_per_batch,
-                                                        settings.flip, seed))
+        if settings.train_head_only:
+            cache = build_head_cache(settings, model, init_info.get("init_sha256", ""), prep, dataset, mix, mix_split,
+                                     threads)
+            batches = cache.batches(dataset, split.split.train, mix, settings.batch_size, seed,
+                                    settings.images_per_epoch, settings.mix_per_batch)
+        else:
+            batches = FinetuneBatches(dataset, split.split.train, prep, settings.batch_size - settings.mix_per_batch,
+                                      settings.crops_per_image, settings.flip, seed, settings.images_per_epoch)
+            if mix is not None:
+                batches = MixedBatches(batches, mix_batches(mix, mix_split.split.train, prep,
+                                                            settings.mix_per_batch, settings.flip, seed))
     except (ValueError, DatasetError) as err:
         raise FinetuneError(str(err)) from None
     total_steps = settings.epochs * batches.steps_per_epoch
@@ -257,7 +163,8 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
         compared["rank_weight"] = settings.rank_weight
     if settings.eval_engine != "torch":
         compared["eval_engine"] = settings.eval_engine
-    for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last"):
+    for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last", "train_head_only",
+                "mix_train_images"):
         if getattr(settings, key):
             compared[key] = getattr(settings, key)
     info = {**init_info, "dataset_root": str(Path(dataset.root).resolve()), "resize": resize_why,
@@ -265,7 +172,11 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
             "total_steps": total_steps, "steps_per_epoch": batches.steps_per_epoch, "optimizer": "Adam",
             "eval_batch_size": settings.eval_batch_size, SPLIT_KEY: split_record, "datasets": datasets,
             "frozen_backbone_stages": settings.freeze_backbone_stages, "eval_engine": settings.eval_engine,
-            "channels_last": settings.channels_last}
+            "channels_last": settings.channels_last, "train_head_only": settings.train_head_only}
+    if cache is not None:
+        info["feature_cache"] = list(cache.files)
+        if mix is not None:
+            datasets[1].update(train_images=len(cache.mix_train), heldout_images=len(cache.mix_heldout))
     directory = round_dir(settings, round_index)
     run = TrainingRun(run_dir=directory, model=model, optimizer=optimizer, preprocessing=prep,
                       settings=compared, info=info)
@@ -281,7 +192,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
                             "or choose another --out")
     return PreparedRound(run=run, dataset=dataset, split=split, batches=batches, total_steps=total_steps,
                          device=device, round_index=round_index, notes=notes, mix=mix, mix_split=mix_split,
-                         frozen=frozen)
+                         frozen=frozen, cache=cache)
 
 
 def train_round(prepared: PreparedRound, settings: FinetuneSettings):
@@ -301,10 +212,13 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
         if not len(batch["targets"]):
             return {"images": 0}
         keep_frozen_in_eval(prepared.frozen or [])
-        crops = batch["crops"].to(device)
-        if settings.channels_last:
-            crops = crops.contiguous(memory_format=torch.channels_last)
-        predictions = run.model(crops)
+        if "features" in batch:                       # --train-head-only: cached representations
+            predictions = run.model.forward_head(batch["features"].to(device))
+        else:
+            crops = batch["crops"].to(device)
+            if settings.channels_last:
+                crops = crops.contiguous(memory_format=torch.channels_last)
+            predictions = run.model(crops)
         targets = batch["targets"].to(device)
         source = batch.get("source", torch.zeros(len(targets), dtype=torch.int64)).to(device)
         loss, parts = mixed_loss(predictions, targets, source, weights)
@@ -316,15 +230,26 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
         return {"loss": float(loss.detach()), "images": len(targets), **parts}
 
     def validate() -> dict[str, float]:
+        if prepared.cache is not None:
+            indices = validation_subset(prepared.split.split.val, settings)
+            metrics = prepared.cache.metrics(run.model, prepared.dataset, indices)
+            return {f"val_{k}": float(metrics[k]) for k in ("srcc", "krcc", "plcc", "rmse")}
         # Looked up at call time so tests can plant a validation curve.
         return validation_metrics(scoring_model(run.model, settings.eval_engine, run.info["threads"]), prepared.dataset, validation_subset(prepared.split.split.val, settings),
                                   run.preprocessing, settings.eval_batch_size, device)
+
+    def snapshot() -> dict[str, float]:
+        # --train-on-all has no validation: keep each epoch's weights (epoch_NN.safetensors). The lr
+        # is constant and batches are a pure function of (seed, step), so epoch e of a longer run
+        # IS the e-epoch model: a run started before the split rounds finish can ship their choice.
+        run.save(Path(run.run_dir) / f"epoch_{run.state.epoch:02d}.safetensors", with_optimizer=False)
+        return {BEST_METRIC: float("nan")}
 
     plan = LoopPlan(total_steps=prepared.total_steps, steps_per_epoch=prepared.batches.steps_per_epoch,
                     checkpoint_every=settings.checkpoint_every, best_metric=BEST_METRIC)
     loader = step_loader(prepared.batches, run.state.step, prepared.total_steps, settings.workers)
     with torch.autograd.set_grad_enabled(True):
-        return fit(run, plan, loader, step_fn, None if settings.train_on_all else validate, logger,
+        return fit(run, plan, loader, step_fn, snapshot if settings.train_on_all else validate, logger,
                    settings.show_progress)
 
 
@@ -339,22 +264,33 @@ def finish_round(prepared: PreparedRound, settings: FinetuneSettings) -> dict:
         epoch, evaluation = settings.epochs, None
     else:
         epoch = chosen_epoch(prepared)
+    loaded = load_checkpoint(run.best_path, stage=2)
+    loaded.model.eval()
+    test_metrics, problems, engine = None, [], settings.eval_engine
+    if not settings.train_on_all and prepared.cache is not None:
+        test_metrics, engine = prepared.cache.metrics(loaded.model, prepared.dataset, prepared.split.split.test), \
+            "cached representations (onnxruntime FP32 backbone + staircase, torch head)"
+    elif not settings.train_on_all:
         evaluation = evaluate_checkpoint(run.best_path, prepared.dataset, "test", settings.eval_batch_size,
                                          str(prepared.device), test_ids=split_record["test_ids"],
                                          engine=settings.eval_engine, threads=run.info["threads"])
-    loaded = load_checkpoint(run.best_path, stage=2)
+        test_metrics, problems = evaluation.metrics, evaluation.problems
     training = {**loaded.header.training, SPLIT_KEY: split_record, "chosen_epoch": epoch}
-    if evaluation is not None:
-        training[TEST_KEY] = {**evaluation.metrics, "eval_batch_size": settings.eval_batch_size,
-                              "engine": settings.eval_engine,
-                              "device": str(prepared.device), "skipped_images": evaluation.problems}
-    mix_test = mix_heldout_metrics(loaded.model, prepared, settings)
+    if test_metrics is not None:
+        training[TEST_KEY] = {**test_metrics, "eval_batch_size": settings.eval_batch_size, "engine": engine,
+                              "device": str(prepared.device), "skipped_images": problems}
+    if prepared.cache is not None and prepared.mix is not None:
+        m = prepared.cache.mix_metrics(loaded.model, prepared.mix)
+        mix_test = {"dataset": prepared.mix.name, "rule": prepared.mix_split.rule, "n": len(prepared.cache.mix_heldout),
+                    "engine": engine, **{k: float(m[k]) for k in ("srcc", "krcc", "plcc", "rmse")}}
+    else:
+        mix_test = mix_heldout_metrics(loaded.model, prepared, settings)
     if mix_test is not None:
         training["mix_test"] = mix_test
     save_checkpoint(run.best_path, loaded.model, loaded.header.preprocessing, training)
     result = {"round": prepared.round_index, "split_seed": split_record["seed"], "chosen_epoch": epoch,
               "best_step": run.state.best_step, "val_srcc": run.state.best_metric,
-              "test": evaluation.metrics if evaluation is not None else None, "mix_test": mix_test,
+              "test": test_metrics, "mix_test": mix_test,
               "n_train": split_record["n_train"], "n_val": split_record["n_val"], "n_test": split_record["n_test"],
               "note": split_record["note"], "checkpoint": str(run.best_path)}
     write_json_atomic(Path(run.run_dir) / "round.json", result)

@@ -69,6 +69,13 @@ def finetune(
                                     "onnxruntime FP32 of the same weights (~3x faster on CPU)"),
     channels_last: bool = typer.Option(False, "--channels-last", help="NHWC tensors in training (~2x faster "
                                        "on CPU for Lite0's depthwise convs)"),
+    train_head_only: bool = typer.Option(False, "--train-head-only", help="Keep backbone + staircase of --init "
+                                         "fixed and train branches + regressor on cached representations of the "
+                                         "contract crops (fast on CPU; see docs/experiments.md)"),
+    feature_cache: Optional[Path] = typer.Option(None, "--feature-cache", help="--train-head-only: cache folder "
+                                                 "(default OUT/feature_cache; share it between runs)"),
+    mix_train_images: Optional[int] = typer.Option(None, "--mix-train-images", min=1, help="--train-head-only: "
+                                                   "cache a fixed subset of this many mix training images"),
     train_on_all: bool = typer.Option(False, "--train-on-all", help="No split: train on every image for --epochs "
                                       "(settings chosen earlier by --rounds); no test figures"),
     epochs: int = typer.Option(30, "--epochs", help="Epochs per round"),
@@ -122,7 +129,8 @@ def finetune(
         mix_dataset=mix_dataset, mix_root=mix_root, mix_per_batch=mix_per_batch, mix_weight=mix_weight,
         rank_weight=rank_weight, mix_eval_max_images=mix_eval_max_images,
         freeze_backbone_stages=freeze_backbone_stages, train_on_all=train_on_all, eval_engine=eval_engine,
-        channels_last=channels_last)
+        channels_last=channels_last, train_head_only=train_head_only, feature_cache=feature_cache,
+        mix_train_images=mix_train_images)
     try:
         _, results_path = run_finetune(settings, lambda line: stderr.print(line, highlight=False))
     except (FinetuneError, DatasetError, ResumeError, CheckpointError, EvaluationError) as err:

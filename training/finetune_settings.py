@@ -1,0 +1,127 @@
+"""The options of a fine-tuning run, their checks, and loading its datasets."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pinet_training.datasets import CsvScale, DatasetError, IQADataset, load_dataset
+from pinet_training.evaluate import DEFAULT_EVAL_BATCH, sample_id
+from pinet_training.finetune_report import FinetuneError
+
+LOSSES = ("l1", "mse")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Every option of `pinet train finetune` (see its --help)."""
+
+    dataset: str
+    root: Path
+    out_dir: Path
+    init: str = "none"                     # stage-1 (or stage-2) checkpoint path, or "none"
+    variant: str | None = None             # required with --init none; must match the checkpoint otherwise
+    backbone_init: str = "auto"            # with --init none: auto, imagenet, random
+    csv_scale: CsvScale | None = None      # --dataset csv only
+    epochs: int = 30
+    batch_size: int = 24
+    lr_backbone: float = 1e-5
+    lr_head: float = 1e-4
+    weight_decay: float = 1e-7
+    crops_per_image: int = 5
+    images_per_epoch: int | None = None    # None: every training image each epoch
+    val_max_images: int | None = None      # None: validate (choose the epoch) on the whole val split
+    flip: bool = True
+    loss: str = "l1"
+    crop_size: int | None = None           # None: the init checkpoint's (or the variant's) contract
+    resize_short_side: str = "auto"        # auto, native or a number of pixels
+    val_fraction: float = 0.15
+    seed: int = 0
+    split_seed: int = 0
+    rounds: int = 1
+    device: str = "auto"
+    workers: int = 2
+    threads: int | None = None
+    checkpoint_every: int = 200
+    eval_batch_size: int = DEFAULT_EVAL_BATCH
+    resume: bool = False
+    show_progress: bool = True
+    include_anchors: bool = False          # keep a CSV's role=anchor rows (csv, clive)
+    mix_dataset: str | None = None         # a second dataset trained on at once (ranking loss only)
+    mix_root: Path | None = None
+    mix_per_batch: int = 0                 # crops of the mix set in every batch of batch_size
+    mix_weight: float = 1.0                # weight of the mix set's fidelity ranking loss
+    rank_weight: float = 0.0               # fidelity ranking within the primary set, added to L1/MSE
+    mix_eval_max_images: int = 300         # held-out mix images scored on best.safetensors (fixed subset)
+    freeze_backbone_stages: int = 0        # keep the backbone's first K stages (stem = 1) fixed
+    train_on_all: bool = False             # no val/test split: every image trains, the last epoch ships
+    eval_engine: str = "torch"             # torch or onnx (onnxruntime FP32 of the same weights) for val/test
+    channels_last: bool = False            # NHWC tensors in training: ~2x faster depthwise convs on CPU
+    train_head_only: bool = False          # backbone + staircase fixed; head trained on cached representations
+    feature_cache: Path | None = None      # where --train-head-only keeps them (default OUT/feature_cache)
+    mix_train_images: int | None = None    # --train-head-only: a fixed subset of the mix set's training images
+
+
+def dataset_fingerprint(dataset: IQADataset) -> str:
+    """Hash of (sample id, score) pairs: a resume on different data is refused."""
+    digest = hashlib.sha256()
+    for sample in dataset.samples:
+        digest.update(f"{sample_id(sample, dataset)}\t{sample.score!r}\n".encode())
+    return digest.hexdigest()
+
+
+def load_data(settings: FinetuneSettings) -> IQADataset:
+    try:
+        return load_dataset(settings.dataset, settings.root, csv_scale=settings.csv_scale,
+                            include_anchors=settings.include_anchors)
+    except (DatasetError, ValueError) as err:
+        raise FinetuneError(str(err)) from None
+
+
+def load_mix(settings: FinetuneSettings) -> IQADataset | None:
+    if settings.mix_dataset is None:
+        return None
+    if settings.mix_root is None:
+        raise FinetuneError("--mix-dataset needs --mix-root")
+    try:
+        return load_dataset(settings.mix_dataset, settings.mix_root)
+    except (DatasetError, ValueError) as err:
+        raise FinetuneError(f"--mix-dataset {settings.mix_dataset}: {err}") from None
+
+
+def round_dir(settings: FinetuneSettings, round_index: int) -> Path:
+    out = Path(settings.out_dir)
+    return out if settings.rounds == 1 else out / f"round_{round_index + 1:02d}"
+
+
+def check_settings(settings: FinetuneSettings) -> None:
+    for name in ("epochs", "batch_size", "crops_per_image", "rounds", "checkpoint_every", "eval_batch_size"):
+        if getattr(settings, name) < 1:
+            raise FinetuneError(f"--{name.replace('_', '-')} must be >= 1")
+    if settings.loss not in LOSSES:
+        raise FinetuneError(f"--loss must be one of {', '.join(LOSSES)}, got {settings.loss!r}")
+    if min(settings.lr_backbone, settings.lr_head) <= 0 or settings.weight_decay < 0 or settings.workers < 0:
+        raise FinetuneError("learning rates must be > 0, --weight-decay and --workers >= 0")
+    if not 0 < settings.val_fraction < 1:
+        raise FinetuneError("--val-fraction must be between 0 and 1")
+    if settings.backbone_init not in ("auto", "imagenet", "random"):
+        raise FinetuneError("--backbone-init must be auto, imagenet or random")
+    if (settings.mix_dataset is None) != (settings.mix_per_batch == 0):
+        raise FinetuneError("--mix-dataset and --mix-per-batch N (N >= 1) go together")
+    if settings.mix_dataset is not None and not settings.mix_per_batch < settings.batch_size:
+        raise FinetuneError(f"--mix-per-batch {settings.mix_per_batch} must be below --batch-size "
+                            f"{settings.batch_size} (the rest of each batch is the primary set)")
+    if min(settings.mix_weight, settings.rank_weight, settings.freeze_backbone_stages) < 0:
+        raise FinetuneError("--mix-weight, --rank-weight and --freeze-backbone-stages must be >= 0")
+    if settings.mix_eval_max_images < 1:
+        raise FinetuneError("--mix-eval-max-images must be >= 1")
+    if settings.eval_engine not in ("torch", "onnx"):
+        raise FinetuneError(f"--eval-engine must be torch or onnx, got {settings.eval_engine!r}")
+    if settings.train_head_only and (settings.freeze_backbone_stages or settings.channels_last):
+        raise FinetuneError("--train-head-only already keeps the whole backbone fixed; drop "
+                            "--freeze-backbone-stages and --channels-last")
+    if settings.mix_train_images is not None and not settings.train_head_only:
+        raise FinetuneError("--mix-train-images only applies with --train-head-only")
+    if settings.train_on_all and settings.rounds != 1:
+        raise FinetuneError("--train-on-all makes one model from every image: use --rounds 1")
