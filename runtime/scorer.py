@@ -109,6 +109,9 @@ class Scorer:
         self._session = load_session(model, options, usable)
         self.info: ModelInfo = model_info_from_session(model, self._session)
         if default_model and not int8_is_safe_here(self.info, x86_cpu_has_vnni()):
+            # Only a non-portable INT8 file (full 8-bit weights) can saturate here; portable ones never fall back.
+            logger.warning("%s has full 8-bit INT8 weights, which can saturate on this x86 CPU without VNNI: "
+                           "scoring with the bundled FP32 model instead", model)
             model = default_model_path("fp32")   # the bundled FP32 file: exact everywhere
             self._session = load_session(model, options, usable)
             self.info = model_info_from_session(model, self._session)

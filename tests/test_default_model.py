@@ -130,3 +130,33 @@ def test_vnni_detection_reads_cpu_flags(tmp_path):
         assert x86_cpu_has_vnni(with_vnni) is True and x86_cpu_has_vnni(without) is False
     else:
         assert x86_cpu_has_vnni(with_vnni) is None
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_only_a_non_portable_default_int8_falls_back_and_it_says_so(tmp_path, monkeypatch, caplog, tiny_onnx,
+                                                                    reduce_range):
+    """On x86 without VNNI a full-range INT8 default is swapped for FP32 with one warning naming the
+    file; a portable (7-bit weights) one is used as it is, silently."""
+    import logging
+
+    import pinet_runtime.scorer as scorer_module
+
+    calibration = json.dumps({"reduce_range": reduce_range, "portable": reduce_range})
+    files = {"int8": tiny_onnx.build_tiny_model(tmp_path / "default.int8.onnx",
+                                                metadata={keys.PRECISION: "int8", keys.CALIBRATION: calibration}),
+             "fp32": tiny_onnx.build_tiny_model(tmp_path / "default.onnx")}
+    monkeypatch.setattr(scorer_module, "default_model_path", lambda precision="int8": files[precision])
+    monkeypatch.setattr(scorer_module, "x86_cpu_has_vnni", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="pinet_runtime"):
+        scorer = Scorer(providers="cpu")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if reduce_range:
+        assert scorer.info.precision == "int8" and warnings == []
+    else:
+        assert scorer.info.precision == "fp32"
+        assert len(warnings) == 1 and "default.int8.onnx" in warnings[0] and "without VNNI" in warnings[0]
+
+
+def test_the_bundled_int8_is_portable_so_every_cpu_scores_with_it():
+    calibration = read_model_info(default_model_path("int8")).calibration
+    assert calibration["reduce_range"] is True and calibration["portable"] is True

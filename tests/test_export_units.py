@@ -22,13 +22,14 @@ def test_int8_types_follow_vnni(tmp_path):
     vnni.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma avx512f avx512_vnni\n")
     flags = cpu_flags(avx2_only)
     assert flags["avx2"] and flags["fma"] and not flags["avx512_vnni"]
-    assert choose_int8_types(flags).reduce_range is True
-    assert choose_int8_types(cpu_flags(vnni)).reduce_range is False
-    assert choose_int8_types(cpu_flags(tmp_path / "missing")).reduce_range is True  # unknown CPU: safe side
+    # this-cpu: full 8-bit weights only where this CPU has VNNI
+    assert choose_int8_types(flags, "this-cpu").reduce_range is True
+    assert choose_int8_types(cpu_flags(vnni), "this-cpu").reduce_range is False
+    assert choose_int8_types(cpu_flags(tmp_path / "missing"), "this-cpu").reduce_range is True  # unknown: safe
     types = choose_int8_types(flags)
     assert (types.activation, types.weight) == ("uint8", "int8")
-    # Files that ship to unknown CPUs: reduce_range even when the exporting CPU has VNNI.
-    assert choose_int8_types(cpu_flags(vnni), "portable").reduce_range is True
+    # The default, portable: 7-bit weights even when the exporting CPU has VNNI.
+    assert choose_int8_types(cpu_flags(vnni)).reduce_range is True
     with pytest.raises(ValueError, match="INT8 target"):
         choose_int8_types(flags, "fastest")
 
