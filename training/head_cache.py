@@ -176,7 +176,7 @@ def head_scores(model, features: np.ndarray, batch_images: int = 64) -> np.ndarr
     scores = np.empty(len(features), dtype=np.float64)
     with torch.no_grad():
         for start in range(0, len(features), batch_images):
-            chunk = np.asarray(features[start:start + batch_images], dtype=np.float32)
+            chunk = np.array(features[start:start + batch_images], dtype=np.float32)
             flat = torch.from_numpy(chunk.reshape(-1, *chunk.shape[2:]))
             out = model.forward_head(flat).double().numpy().reshape(len(chunk), chunk.shape[1])
             scores[start:start + len(chunk)] = out.mean(axis=1)
