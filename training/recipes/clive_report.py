@@ -5,7 +5,7 @@
 - median / min / max over the rounds;
 - for a snapshot of the all-930 run (``--final RUN/epoch_NN.safetensors``): held-out synthetic.
 
-    python training/recipes/clive_report.py runs/clive/splits [--final runs/clive/final/epoch_08.safetensors]
+    python training/recipes/clive_report.py runs/clive/splits [more split folders] [--final runs/clive/final/epoch_08.safetensors]
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ def main() -> None:
     from pinet_training.evaluate import sample_id
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("splits", type=Path)
+    parser.add_argument("splits", type=Path, nargs="+", help="split run folders (several: e.g. rounds run in parallel)")
     parser.add_argument("--final", type=Path)
     args = parser.parse_args()
-    rounds = sorted(p.parent for p in args.splits.glob("round_*/round.json"))
+    rounds = [p.parent for folder in args.splits for p in sorted(folder.glob("round_*/round.json"))]
     rows, init_model = [], None
     for folder in rounds:
         result = json.loads((folder / "round.json").read_text())
@@ -62,9 +62,10 @@ def main() -> None:
         ids = {sample_id(s, dataset): i for i, s in enumerate(dataset.samples)}
         test = [ids[i] for i in loaded.header.training["split"]["test_ids"]]
         base = cache.metrics(init_model, dataset, test)
-        rows.append({"round": result["round"] + 1, "epoch": result["chosen_epoch"], "val_srcc": result["val_srcc"],
+        rows.append({"round": result["split_seed"] + 1,        # split seed s = protocol split s + 1 "epoch": result["chosen_epoch"], "val_srcc": result["val_srcc"],
                      "test": result["test"], "init_test": {k: float(base[k]) for k in KEYS},
                      "mix_srcc": result["mix_test"]["srcc"]})
+    rows.sort(key=lambda r: r["round"])
     print("| split | epoch | val SRCC | test SRCC | PLCC | KRCC | RMSE | init SRCC | synthetic held-out SRCC |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
