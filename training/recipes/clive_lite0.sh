@@ -32,7 +32,9 @@ RESUME=()
 [ -d "$RUNS/splits" ] && RESUME=(--resume)
 pinet train finetune "${COMMON[@]}" --out "$RUNS/splits" --rounds 10 --epochs 16 "${RESUME[@]}"
 
-# 3. The shipped model: all 930 photos, for the median epoch the splits chose.
+# 3. The shipped model: all 930 photos, for the median epoch the splits chose (14 in the 2026-11-28
+#    run). That run started this step with --epochs 16 alongside step 2 and shipped its
+#    epoch_14.safetensors snapshot: constant lr + batches fixed by (seed, step) make it the same model.
 EPOCHS=$(python -c "import json,statistics,sys; r=json.load(open(sys.argv[1]))['rounds']; \
 print(int(statistics.median_low([x['chosen_epoch'] for x in r])))" "$RUNS/splits/results.json")
 RESUME=()

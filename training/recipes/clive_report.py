@@ -62,7 +62,7 @@ def main() -> None:
         ids = {sample_id(s, dataset): i for i, s in enumerate(dataset.samples)}
         test = [ids[i] for i in loaded.header.training["split"]["test_ids"]]
         base = cache.metrics(init_model, dataset, test)
-        rows.append({"round": result["split_seed"] + 1,        # split seed s = protocol split s + 1 "epoch": result["chosen_epoch"], "val_srcc": result["val_srcc"],
+        rows.append({"round": result["split_seed"] + 1, "epoch": result["chosen_epoch"], "val_srcc": result["val_srcc"],
                      "test": result["test"], "init_test": {k: float(base[k]) for k in KEYS},
                      "mix_srcc": result["mix_test"]["srcc"]})
     rows.sort(key=lambda r: r["round"])
