@@ -160,3 +160,11 @@ def test_only_a_non_portable_default_int8_falls_back_and_it_says_so(tmp_path, mo
 def test_the_bundled_int8_is_portable_so_every_cpu_scores_with_it():
     calibration = read_model_info(default_model_path("int8")).calibration
     assert calibration["reduce_range"] is True and calibration["portable"] is True
+
+
+def test_the_bundled_model_states_its_human_opinion_scale():
+    """Every bundled file says what its score means: CLIVE's mean opinion score / 100, higher is better."""
+    for precision in ("fp32", "int8"):
+        info = read_model_info(default_model_path(precision))
+        assert info.score_meaning == {"name": "MOS/100 (CLIVE)", "range": [0.0, 1.0], "higher_is_better": True}
+        assert info.preprocessing.score_name == "MOS/100 (CLIVE)"
