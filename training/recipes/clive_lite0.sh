@@ -44,3 +44,13 @@ pinet train finetune "${COMMON[@]}" --out "$RUNS/final" --train-on-all --epochs 
 # 4. Weights-only float16 copy for the lead's export (pinet export ... --quantize).
 mkdir -p runs/clive_final
 pinet model pack "$RUNS/final/best.safetensors" --out runs/clive_final/default.safetensors
+
+# 5. Ship: the packed checkpoint, then FP32 + portable INT8 ONNX exported and validated from it
+#    (accuracy search on by default; docs/model-card.md has the figures), then INT8 fidelity on
+#    240 camera photos that calibration did not use.
+cp runs/clive_final/default.safetensors pinet/assets/default.safetensors
+pinet export pinet/assets/default.safetensors --quantize --out "$RUNS/export"
+cp "$RUNS/export/model.onnx" runtime/assets/default.onnx
+cp "$RUNS/export/model.int8.onnx" runtime/assets/default.int8.onnx
+python -m pinet_export.fidelity --fp32 runtime/assets/default.onnx --int8 runtime/assets/default.int8.onnx \
+    --photos "$CLIVE/images" --count 240
