@@ -88,7 +88,7 @@ class AccuracySearch:
     target: AccuracyTarget = AccuracyTarget()
 
     @property
-    def photo_count(self) -> int:
+    def image_count(self) -> int:
         return len(self.photos)
 
     def score(self, model: Path | bytes) -> np.ndarray:
@@ -104,11 +104,8 @@ class AccuracySearch:
 
 
 class CalibratedQuantizer:
-    """Writes INT8 QDQ models of one FP32 file with any set of nodes kept in FP32.
-
-    The FP32 file is pre-processed once and the calibration ranges are computed once (onnxruntime's
-    calibration cache where this onnxruntime has it), so each model written for the
-    accuracy search costs a graph rewrite, not a calibration pass."""
+    """Quantizes one FP32 file once (all INT8), then derives models with chosen nodes in FP32 by a
+    graph rewrite (pinet_export.fp32_islands): milliseconds each, no new calibration pass."""
 
     def __init__(self, fp32_path: Path, workdir: Path, crops: np.ndarray, method: str, types: Int8Types,
                  batch: int | None):
@@ -121,8 +118,7 @@ class CalibratedQuantizer:
             raise ValueError(f"{len(crops)} calibration crops are fewer than the fixed batch {self._batch}")
         self._crops, self._method, self.types = crops, method, types
         self.prepared = workdir / "prepared.onnx"
-        self._fp32_graph = self._int8_model = None    # loaded by the first with_fp32_nodes call
-        self._cache = workdir / f"calibration-{method}.json"
+        self._fp32_graph = self._int8_model = None    # set by write_all_int8
         quant_pre_process(str(fp32_path), str(self.prepared), skip_symbolic_shape=True)
 
     def candidates(self) -> list[tuple[str, str]]:
@@ -132,36 +128,29 @@ class CalibratedQuantizer:
         graph = onnx.load(str(self.prepared), load_external_data=False).graph
         return [(node.name, node.op_type) for node in graph.node if node.op_type in CANDIDATE_OP_TYPES]
 
-    def with_fp32_nodes(self, all_int8: Path, fp32_nodes: list[str]) -> bytes:
-        """The all-INT8 model with ``fp32_nodes`` computing in FP32 (pinet_export.fp32_islands),
-        serialized: a graph rewrite of milliseconds, so the search can score one per candidate."""
+    def write_all_int8(self, out_path: Path) -> None:
+        """Calibrate and quantize every quantizable node (quantize_static, QDQ, per channel)."""
         import onnx
-
-        from pinet_export.fp32_islands import keep_in_fp32
-
-        if self._fp32_graph is None:
-            self._fp32_graph = onnx.load(str(self.prepared)).graph
-            self._int8_model = onnx.load(str(all_int8))
-        return keep_in_fp32(self._int8_model, self._fp32_graph, fp32_nodes).SerializeToString()
-
-    def write(self, out_path: Path, fp32_nodes: list[str]) -> None:
-        """quantize_static; ``fp32_nodes`` become nodes_to_exclude (see fp32_islands for why that
-        alone does not keep them in FP32 in onnxruntime)."""
-        import inspect
-
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        cache = {}
-        if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
-            cache = {"calibration_cache_path": str(self._cache)}
         quantize_static(
             str(self.prepared), str(out_path), _CropReader(self._crops, self._batch),
             quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=self.types.reduce_range,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[self._method],
-            nodes_to_exclude=list(fp32_nodes), **cache,
         )
+        self._int8_model = onnx.load(str(out_path))
+        self._fp32_graph = onnx.load(str(self.prepared)).graph
+
+    def with_fp32_nodes(self, fp32_nodes: list[str]) -> bytes:
+        """The all-INT8 model with ``fp32_nodes`` computing in FP32, serialized. Not
+        ``nodes_to_exclude``: onnxruntime would quantize those nodes again (see fp32_islands)."""
+        from pinet_export.fp32_islands import keep_in_fp32
+
+        if self._int8_model is None:
+            raise RuntimeError("write_all_int8 first")
+        return keep_in_fp32(self._int8_model, self._fp32_graph, fp32_nodes).SerializeToString()
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, crops: np.ndarray, method: str, types: Int8Types,
@@ -181,16 +170,16 @@ def quantize_int8(fp32_path: Path, out_path: Path, crops: np.ndarray, method: st
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=out_path.parent) as workdir:
         quantizer = CalibratedQuantizer(fp32_path, Path(workdir), crops, method, types, batch)
-        quantizer.write(out_path, [])
+        quantizer.write_all_int8(out_path)
         accuracy = None
         if search is not None:
             outcome = search_fp32_nodes(
                 quantizer.candidates(), search.score(fp32_path),
-                lambda names: search.score(quantizer.with_fp32_nodes(out_path, names) if names else out_path),
+                lambda names: search.score(quantizer.with_fp32_nodes(names) if names else out_path),
                 search.target, progress)
-            if outcome.kept_fp32:   # the very graph the search scored, not nodes_to_exclude (see fp32_islands)
-                out_path.write_bytes(quantizer.with_fp32_nodes(out_path, [node.name for node in outcome.kept_fp32]))
-            accuracy = {"photos": search.photo_count, **outcome.to_dict()}
+            if outcome.kept_fp32:   # the very graph the search scored
+                out_path.write_bytes(quantizer.with_fp32_nodes([node.name for node in outcome.kept_fp32]))
+            accuracy = {"images": search.image_count, **outcome.to_dict()}
     summary = {
         **source, "method": method, "crops": int(len(crops)), "format": "QDQ", "per_channel": True,
         "activation_type": types.activation, "weight_type": types.weight,

@@ -96,7 +96,7 @@ def accuracy_search_lines(search: dict | None) -> list[str]:
         return ["", "Accuracy search: off (--no-accuracy-search); every quantizable node is INT8."]
     before, after = search["all_int8"], search["final"]
     lines = ["", "## INT8 accuracy search", "",
-             f"On {search['photos']} images (calibration photos, each at 4 qualities), INT8 vs FP32 per-image SRCC "
+             f"On {search['images']} images (calibration photos, each at 4 qualities), INT8 vs FP32 per-image SRCC "
              f"{before['srcc']:.4f} with every node quantized, {after['srcc']:.4f} with "
              f"{len(search['fp32_nodes'])} node(s) kept in FP32 (target {search['target_srcc']}, "
              f"{'met' if search['target_met'] else 'NOT met'}; {search['evaluations']} models scored in "
