@@ -13,13 +13,17 @@ from __future__ import annotations
 import os
 
 
-class ImageDecodeError(ValueError):
-    """An input could not be turned into crops; the message names the input and the problem."""
+class _ItemError(ValueError):
+    """A failure of one input item: ``source_name`` names the item, ``problem`` says what went wrong."""
 
     def __init__(self, source_name: str, problem: str):
         self.source_name = source_name
         self.problem = problem
         super().__init__(f"{source_name}: {problem}")
+
+
+class ImageDecodeError(_ItemError):
+    """An input could not be turned into crops; the message names the input and the problem."""
 
 
 class ImageLimitError(ImageDecodeError):
@@ -27,13 +31,8 @@ class ImageLimitError(ImageDecodeError):
     buffer of that size is allocated."""
 
 
-class NonFiniteScoreError(ValueError):
+class NonFiniteScoreError(_ItemError):
     """The model returned NaN or an infinity for this image: never reported as a score."""
-
-    def __init__(self, source_name: str, problem: str):
-        self.source_name = source_name
-        self.problem = problem
-        super().__init__(f"{source_name}: {problem}")
 
 
 class MetadataError(ValueError):
