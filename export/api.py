@@ -18,7 +18,8 @@ import numpy as np
 from pinet_export.config import FP16_FILE, FP32_FILE, INT8_FILE, ExportSettings
 from pinet_export.convert import ExportError, convert_model, load_stage2_checkpoint, publish, temporary_path
 from pinet_export.photos import bundled_samples_dir, calibration_crops, list_photos, parity_photos, ranking_photos
-from pinet_export.validate import StepValidation, expected_errors, median_latency_ms, validate_fp16, validate_fp32, validate_int8
+from pinet_export.validate import (StepValidation, ValidationFailure, export_tool_errors, median_latency_ms,
+                                   validate_fp16, validate_fp32, validate_int8)
 
 # Validation stays quick: at most this many real photos (bundled samples first, then --calib,
 # then an even spread of ../shared/data/pristine).
@@ -34,8 +35,8 @@ class ExportOutcome:
     report: dict = field(default_factory=dict)
 
     @property
-    def failures(self) -> list[str]:
-        return [problem for v in self.validations for problem in v.failures]
+    def failures(self) -> list[ValidationFailure]:
+        return [failure for v in self.validations for failure in v.failures]
 
 
 def spread(paths: list[Path], count: int) -> list[Path]:
@@ -77,16 +78,15 @@ def _run_step(outcome: ExportOutcome, settings: ExportSettings, precision: str, 
         progress(f"{precision}: writing {final.name}")
         try:
             info = write(tmp)
-        except expected_errors() as err:  # e.g. the quantizer rejecting the graph: a step failure
+        except export_tool_errors() as err:  # e.g. the quantizer rejecting the graph: a step failure
             failed = StepValidation(precision, str(final))
-            failed.fail(f"could not be written: {str(err).replace(str(tmp), final.name)}")
+            failed.fail("structure", f"could not be written: {str(err).replace(str(tmp), final.name)}")
             outcome.validations.append(failed)
             return None
         if settings.validate:
             progress(f"{precision}: validating")
             result = check(tmp)
-            result.path = str(final)
-            result.failures = [f.replace(tmp.name, final.name) for f in result.failures]
+            result.rename(final)
         else:
             result = StepValidation(precision, str(final), notes=["validation skipped (--no-validate)"])
         outcome.validations.append(result)
@@ -110,8 +110,8 @@ def _int8_step(outcome: ExportOutcome, settings: ExportSettings, prep, fp32_fina
     dirs = [str(d) for d in settings.calib_dirs] or [str(bundled_samples_dir())]
     if len(crops) == 0:  # an INT8 step failure; FP32/FP16 and the report still go ahead
         failed = StepValidation("int8", str(final))
-        failed.fail(f"{', '.join(dirs)}: no readable photo for INT8 calibration"
-                    + (f" ({'; '.join(calib_skipped)})" if calib_skipped else ""))
+        failed.fail("structure", f"{', '.join(dirs)}: no readable photo for INT8 calibration"
+                                 + (f" ({'; '.join(calib_skipped)})" if calib_skipped else ""))
         outcome.validations.append(failed)
         return None, []
     types = choose_int8_types(flags, settings.int8_target)
@@ -183,7 +183,7 @@ def run_export(checkpoint: Path, settings: ExportSettings, progress: ProgressCal
                       progress)
 
     progress("measuring latency")
-    latency = {precision: median_latency_ms(Path(path), parity.photos[0].crops, fixed_batch)
+    latency = {precision: median_latency_ms(Path(path), parity.photos[0].crops)
                for precision, path in outcome.files.items()}
     outcome.report = build_report(
         checkpoint=checkpoint, checkpoint_sha256=sha, model_config=model.config, prep=prep, settings=settings,

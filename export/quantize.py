@@ -92,14 +92,21 @@ class AccuracySearch:
         return len(self.photos)
 
     def score(self, model: Path | bytes) -> np.ndarray:
-        """Per-crop scores [photos, crops] of the model (a file or serialized bytes) on the search photos."""
-        from pinet_export.validate import open_session, run_scores
+        """Per-crop scores [photos, crops] of the model (a file or serialized bytes) on the search
+        photos, from the runtime's Scorer; bytes go through a temporary file, opened as users open one."""
+        import tempfile
 
-        session = open_session(model)
+        from pinet_runtime.scorer import Scorer
+
+        if isinstance(model, bytes):
+            with tempfile.TemporaryDirectory(prefix="pinet-search-") as workdir:
+                candidate = Path(workdir) / "candidate.onnx"
+                candidate.write_bytes(model)
+                return self.score(candidate)
+        scorer = Scorer(model, providers="cpu")
         crops = np.concatenate([photo.crops for photo in self.photos])
         chunk = self.batch or 40   # bounded memory: ~40 crops per run
-        scores = np.concatenate([run_scores(session, crops[i:i + chunk], self.batch)
-                                 for i in range(0, len(crops), chunk)])
+        scores = np.concatenate([scorer.score_crops(crops[i:i + chunk]) for i in range(0, len(crops), chunk)])
         return scores.reshape(len(self.photos), -1)
 
 

@@ -76,7 +76,8 @@ def render_markdown(report: dict) -> str:
     for step in report["steps"]:
         lines.append(f"### {step['step']}: {'passed' if step['passed'] else 'FAILED'}")
         lines += [f"- {name}: {_figure(value)}" for name, value in step["figures"].items()]
-        lines += [f"- FAILURE: {problem}" for problem in step["failures"]]
+        lines += [f"- FAILURE ({failure['kind']}): {failure['file']}: {failure['problem']}"
+                  for failure in step["failures"]]
         lines += [f"- note: {note}" for note in step["notes"]]
         lines.append("")
     lines += [f"- {note}" for note in report["skipped_steps"]]
