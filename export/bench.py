@@ -121,10 +121,10 @@ def _safe_name(text: str, taken: set[str]) -> str:
 def _variant_checkpoint(variant: str, folder: Path, progress: ProgressCallback) -> tuple[Path, str]:
     """A stage-2 checkpoint of the variant (reused when an earlier run left one)."""
     from pinet.checkpoint import save_checkpoint
-    from pinet.models import create_model, default_preprocessing
+    from pinet.models import auto_init, create_model, default_preprocessing
 
     path = folder / "checkpoint.safetensors"
-    init = "imagenet" if variant == "pinet_lite0" else "random"
+    init, _ = auto_init(variant)      # ImageNet only where it is on this machine: a bench never downloads
     if path.is_file():
         return path, f"reused {path} from an earlier run"
     try:

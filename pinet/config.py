@@ -34,12 +34,13 @@ class ModelConfig:
     paper_model: bool = False                            # True only for the paper's ResNet-50 PINet
 
     @classmethod
-    def derive(cls, variant: str, backbone: str, tap_channels: tuple[int, ...], **overrides) -> "ModelConfig":
+    def derive(cls, variant: str, backbone: str, tap_channels: tuple[int, ...],
+               paper_model: bool = False) -> "ModelConfig":
         """Branch widths halve from f5's channels at each of the four levels (2048 -> 1024..128)."""
         c5 = tap_channels[4]
         branch = tuple(max(c5 // 2 ** level, 8) for level in range(1, 5))
         return cls(variant=variant, backbone=backbone, tap_channels=tuple(tap_channels),
-                   branch_channels=branch, **overrides)
+                   branch_channels=branch, paper_model=paper_model)
 
     def path_bottleneck(self, channels: int) -> int:
         return max(channels // self.path_bottleneck_divisor, self.path_bottleneck_min)

@@ -38,7 +38,7 @@ def build_model(settings):
         if settings.variant not in list_models():
             raise FinetuneError(f"unknown variant {settings.variant!r}; valid: {', '.join(list_models())}")
         config = get_config(settings.variant)
-        init, note = resolve_init(config.backbone, settings.backbone_init)
+        init, note = resolve_init(config, settings.backbone_init)
         try:
             model = create_model(config, stage=2, init=init)
         except (RuntimeError, FileNotFoundError) as err:

