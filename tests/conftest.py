@@ -55,6 +55,12 @@ def interrupted_runs():
     return _helper_module("interrupted_runs")
 
 
+@pytest.fixture(scope="session")
+def blocked_imports():
+    """Run code or the pinet CLI with torch and other packages unimportable (tests/helpers/blocked_imports.py)."""
+    return _helper_module("blocked_imports")
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """On the shared 2-core machines torch's 2-thread spin-waiting made a tiny forward pass ~50x

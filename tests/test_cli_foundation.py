@@ -9,55 +9,33 @@ import torch
 
 from pinet.models import create_model
 
-# Runs the CLI with the heavy packages made unimportable, as in an install without extras.
-BLOCKED_RUNNER = """
-import importlib.abc, sys
-BLOCKED = {"torch", "torchvision", "onnx", "onnxsim", "scipy", "safetensors", "pinet_training", "pinet_export"}
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is blocked in this test")
-        return None
-sys.meta_path.insert(0, Block())
-sys.argv = ["pinet"] + sys.argv[1:]
-from pinet.cli.app import main
-try:
-    main()
-finally:
-    leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-    if leaked:
-        print("LEAKED", leaked, file=sys.stderr)
-"""
+def run_pinet(*args):
+    return subprocess.run([sys.executable, "-m", "pinet.cli", *args], capture_output=True, text=True, timeout=300)
 
 
-def run_pinet(*args, blocked=False):
-    command = [sys.executable, "-c", BLOCKED_RUNNER, *args] if blocked else [sys.executable, "-m", "pinet.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
-
-
-def test_help_imports_no_torch():
-    result = run_pinet("--help", blocked=True)
+def test_help_imports_no_torch(blocked_imports):
+    result = blocked_imports.run_cli("--help")
     assert result.returncode == 0, result.stderr
     for command in ("score", "export", "info", "model", "train", "data", "bench", "eval"):
         assert command in result.stdout
-    assert "LEAKED" not in result.stderr
+    assert blocked_imports.leaked_modules(result) == []
 
 
-def test_torch_commands_say_which_extra_without_torch(tmp_path):
-    result = run_pinet("model", "create", "--variant", "pinet_lite0", "--out", str(tmp_path / "m.safetensors"),
-                       blocked=True)
+def test_torch_commands_say_which_extra_without_torch(tmp_path, blocked_imports):
+    result = blocked_imports.run_cli("model", "create", "--variant", "pinet_lite0",
+                                     "--out", str(tmp_path / "m.safetensors"))
     assert result.returncode == 2
     assert "pip install 'pinet-iqa[train]'" in result.stderr.replace("\n", "")
     assert "Traceback" not in result.stderr
 
 
-def test_model_create_then_info(tmp_path):
+def test_model_create_then_info(tmp_path, blocked_imports):
     out = tmp_path / "lite.safetensors"
     created = run_pinet("model", "create", "--variant", "pinet_lite0", "--stage", "2", "--out", str(out),
                         "--init", "random")
     assert created.returncode == 0, created.stderr
     # info reads the header without torch
-    shown = run_pinet("info", str(out), "--json", blocked=True)
+    shown = blocked_imports.run_cli("info", str(out), "--json")
     assert shown.returncode == 0, shown.stderr
     card = json.loads(shown.stdout)
     expected_params = sum(p.numel() for p in create_model("pinet_lite0", stage=2).parameters())

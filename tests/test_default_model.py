@@ -2,8 +2,6 @@
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +26,10 @@ def photo(samples_dir):
     return Image.open(samples_dir / "kodak_kodim15.jpg").convert("RGB")
 
 
-def test_bundled_files_exist_are_complete_and_small():
+def test_bundled_files_exist_are_complete_and_small(sample_photos):
     checkpoint = ROOT / "pinet" / "assets" / "default.safetensors"
     onnx_files = [default_model_path("fp32"), default_model_path("int8")]
-    samples = list((ROOT / "runtime" / "assets" / "samples").glob("*.jpg"))
-    total = checkpoint.stat().st_size + sum(p.stat().st_size for p in onnx_files + samples)
+    total = checkpoint.stat().st_size + sum(p.stat().st_size for p in onnx_files + sample_photos)
     assert total <= BUNDLE_LIMIT_BYTES, f"bundle is {total / 2**20:.1f} MiB"
     for path, precision in zip(onnx_files, ("fp32", "int8")):
         info = read_model_info(path)
@@ -78,28 +75,13 @@ def test_photo_beats_its_noisy_version(scorer, photo):
     assert scorer.score(photo) > scorer.score(Image.fromarray(noisy))
 
 
-BLOCKED_SCORE = """
-import importlib.abc, sys
-BLOCKED = {"torch", "torchvision", "onnx", "onnxsim", "scipy", "safetensors", "pinet_training", "pinet_export"}
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is blocked")
-        return None
-sys.meta_path.insert(0, Block())
-sys.argv = ["pinet", "score", sys.argv[1], "--format", "json"]
-from pinet.cli.app import main
-main()
-"""
-
-
-def test_pinet_score_on_the_bundled_samples_without_torch(samples_dir):
-    result = subprocess.run([sys.executable, "-c", BLOCKED_SCORE, str(samples_dir)], capture_output=True,
-                            text=True, timeout=300)
+def test_pinet_score_on_the_bundled_samples_without_torch(samples_dir, blocked_imports):
+    result = blocked_imports.run_cli("score", str(samples_dir), "--format", "json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert len(rows) == len(list(samples_dir.glob("*.jpg")))
     assert all(row["error"] is None and 0.0 <= row["score"] <= 1.2 for row in rows)
+    assert blocked_imports.leaked_modules(result) == []
 
 
 def test_default_int8_is_replaced_by_fp32_where_it_could_saturate(monkeypatch):
