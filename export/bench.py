@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from pinet_export import bench_probe
+from pinet_runtime.errors import PinetError
 from pinet_runtime.preprocess import Preprocessing, preprocess
 
 PRECISIONS = ("torch", "fp32", "int8", "fp16")
@@ -31,7 +32,7 @@ CALIBRATION_CROPS = 16  # INT8 here is for timing: its speed does not depend on 
 ProgressCallback = Callable[[str], None]
 
 
-class BenchError(ValueError):
+class BenchError(PinetError):
     """Bad bench input (unknown model, unreadable file); the message names it."""
 
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pinet_runtime.errors import PinetError
 from pinet_runtime.metadata import INPUT_NAME, OUTPUT_NAME
 from pinet_runtime.preprocess import Preprocessing
 
@@ -25,7 +26,7 @@ from pinet_export.onnx_metadata import build_metadata, drop_metadata_prefix, set
 EXPORTER = "torch.onnx dynamo"
 
 
-class ExportError(RuntimeError):
+class ExportError(PinetError, RuntimeError):  # RuntimeError: what it was before the common base
     """An export step failed; the message names the file and the problem."""
 
 

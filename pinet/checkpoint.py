@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pinet import __version__
 from pinet.config import ModelConfig
+from pinet_runtime.errors import PinetError
 from pinet_runtime.preprocess import Preprocessing
 
 FORMAT_NAME = "pinet-checkpoint"
@@ -27,11 +28,12 @@ FORMAT_VERSION = 1
 SHARED_PREFIXES = ("backbone.", "staircase.", "quality_branch.", "distortion_branch.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PinetError):
+    """A checkpoint cannot be read or used; ``path`` names the file."""
+
     def __init__(self, path: str | Path, problem: str):
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
+        super().__init__(self.path, problem)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pinet_runtime.errors import (
     MetadataError,
     ModelFileError,
     NonFiniteScoreError,
+    PinetError,
 )
 from pinet_runtime.preprocess import DEFAULT_PREPROCESSING, Preprocessing, preprocess
 
@@ -38,4 +39,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["Preprocessing", "DEFAULT_PREPROCESSING", "ImageDecodeError", "ImageLimitError", "NonFiniteScoreError",
-           "ModelFileError", "MetadataError", "preprocess", *_LAZY]
+           "ModelFileError", "MetadataError", "PinetError", "preprocess", *_LAZY]

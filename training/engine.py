@@ -33,13 +33,14 @@ import numpy as np
 import torch
 
 from pinet.checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint
+from pinet_runtime.errors import PinetError
 from pinet_runtime.preprocess import Preprocessing
 
 STATE_KIND = "pinet-training-state"
 _OPTIMIZER_PREFIX = "optimizer."
 
 
-class ResumeError(ValueError):
+class ResumeError(PinetError):
     """A checkpoint cannot continue this run; the message names the file and what differs."""
 
 

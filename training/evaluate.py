@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pinet_runtime.errors import PinetError
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, preprocess
 from pinet_training.datasets import IQADataset, IQASample
 from pinet_training.protocol import write_json_atomic
@@ -28,7 +29,7 @@ TEST_KEY = "test"                 # ... and the test metrics
 MIN_IMAGES_FOR_METRICS = 3
 
 
-class EvaluationError(ValueError):
+class EvaluationError(PinetError):
     """Bad evaluation input (checkpoint without a split, split not of this dataset...)."""
 
 

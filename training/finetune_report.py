@@ -6,6 +6,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from pinet_runtime.errors import PinetError
 from pinet_training.datasets import IQADataset
 from pinet_training.evaluate import quality_metrics, score_images
 from pinet_training.protocol import write_json_atomic
@@ -14,7 +15,7 @@ BEST_METRIC = "val_srcc"
 STREAM_VAL_SUBSET = 7                  # engine.step_rng stream of the --val-max-images draw
 
 
-class FinetuneError(ValueError):
+class FinetuneError(PinetError):
     """A problem with the user's input (data, options, init checkpoint, run folder)."""
 
 

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pinet_runtime.errors import PinetError
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, preprocess
 
 
@@ -40,7 +41,7 @@ def fixed_subset(indices: Sequence[int], count: int | None, stream: int) -> tupl
     return tuple(indices[i] for i in sorted(chosen))
 
 
-class CacheError(ValueError):
+class CacheError(PinetError):
     """An image of the cache could not be read (the message names it)."""
 
 

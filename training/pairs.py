@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pinet_runtime.errors import PinetError
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image, make_crops, normalize
 from pinet_training.synth_manifest import MANIFEST_NAME, read_manifest
 
@@ -29,7 +30,7 @@ DEFAULT_MARGIN = 0.05
 STREAM_EPOCH_ORDER, STREAM_AUGMENT, STREAM_VAL_PAIRS = 1, 2, 3
 
 
-class ManifestError(ValueError):
+class ManifestError(PinetError):
     """The data folder's manifest is missing or malformed; the message names the file and line."""
 
 

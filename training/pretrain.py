@@ -21,6 +21,7 @@ import numpy as np
 
 from pinet.checkpoint import file_sha256
 from pinet.config import ModelConfig
+from pinet_runtime.errors import PinetError
 from pinet_training.pairs import (
     DEFAULT_MARGIN,
     STREAM_VAL_PAIRS,
@@ -72,7 +73,7 @@ class PretrainSettings:
                 "margin": self.margin, "crop_size": self.crop_size, "seed": self.seed, "val_pairs": self.val_pairs}
 
 
-class PretrainError(ValueError):
+class PretrainError(PinetError):
     """A problem with the user's input (data, options, run folder); the message says which."""
 
 

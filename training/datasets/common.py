@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
+from pinet_runtime.errors import PinetError
+
 ContentKind = Literal["synthetic", "authentic"]
 
 
-class DatasetError(ValueError):
+class DatasetError(PinetError):
     """A dataset root is missing or malformed; the message names the expected file and where."""
 
     def __init__(self, path: Path | str, problem: str):
         self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
+        super().__init__(str(path), problem)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from pinet_runtime.errors import PinetError
 from pinet_training.datasets.authentic import load_clive, load_koniq10k, load_spaq
 from pinet_training.datasets.common import IQADataset
 from pinet_training.datasets.generic import CsvScale, load_generic_csv, load_synthetic
@@ -23,7 +24,7 @@ _LOADERS: dict[str, Callable[[Path | str], IQADataset]] = {
 DATASET_NAMES: tuple[str, ...] = (*_LOADERS, "csv")
 
 
-class UnknownDatasetError(ValueError):
+class UnknownDatasetError(PinetError):
     def __init__(self, name: str):
         self.name = name
         super().__init__(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
