@@ -14,13 +14,12 @@ from pinet_training.distortions import (DISTORTION_NAMES, DISTORTIONS, LEVELS, a
                                         get_distortion)
 from pinet_training.pseudo_scores import pseudo_score, score_batch
 
-SAMPLES = Path(__file__).resolve().parents[1] / "runtime" / "assets" / "samples"
 PHOTOS = ("kodak_kodim05.jpg", "skimage_coffee.jpg", "kodak_kodim20.jpg")
 
 
-def _photo(name: str, short_side: int) -> np.ndarray:
+def _photo(samples_dir: Path, name: str, short_side: int) -> np.ndarray:
     prep = Preprocessing(resize_short_side=short_side, crop_size=min(64, short_side))
-    return np.asarray(load_image(SAMPLES / name, prep))
+    return np.asarray(load_image(samples_dir / name, prep))
 
 
 def test_registry_covers_kadid_families_and_every_coarse_class():
@@ -39,8 +38,8 @@ def test_registry_covers_kadid_families_and_every_coarse_class():
         get_distortion("not_a_distortion")
 
 
-def test_every_type_and_level_gives_a_valid_image_of_the_same_size():
-    photo = _photo("kodak_kodim07.jpg", 128)
+def test_every_type_and_level_gives_a_valid_image_of_the_same_size(samples_dir):
+    photo = _photo(samples_dir, "kodak_kodim07.jpg", 128)
     crop = photo[10:106, 20:148]  # 96 x 128, odd offsets so nothing is aligned to blocks
     source = Image.fromarray(np.ascontiguousarray(crop), "RGB")
     for name in DISTORTION_NAMES:
@@ -60,10 +59,10 @@ def test_bad_arguments_are_refused_with_a_clear_message():
         apply_distortion(image.convert("L"), "jpeg", 1, seed=0)
 
 
-def test_levels_get_monotonically_worse_in_pseudo_score():
+def test_levels_get_monotonically_worse_in_pseudo_score(samples_dir):
     ladders = {}
     for photo_name in PHOTOS:
-        photo = _photo(photo_name, 128)
+        photo = _photo(samples_dir, photo_name, 128)
         for name in DISTORTION_NAMES:
             distorted = [distort_array(photo, name, level, seed=11) for level in LEVELS]
             ladders[(name, photo_name)] = [s.score for s in score_batch(photo, distorted)]
@@ -76,8 +75,8 @@ def test_levels_get_monotonically_worse_in_pseudo_score():
     assert all(0.0 <= s <= 1.0 for scores in ladders.values() for s in scores)
 
 
-def test_pseudo_score_is_one_for_the_reference_itself_and_lower_for_a_distortion():
-    photo = _photo("skimage_astronaut.jpg", 200)  # above the 192 px metric resolution: downscaled path
+def test_pseudo_score_is_one_for_the_reference_itself_and_lower_for_a_distortion(samples_dir):
+    photo = _photo(samples_dir, "skimage_astronaut.jpg", 200)  # above the 192 px metric resolution: downscaled path
     assert pseudo_score(photo, photo.copy()) == pytest.approx(1.0, abs=1e-4)
     breakdown = score_batch(photo, [distort_array(photo, "white_noise", 4, seed=0)])[0]
     assert set(breakdown.mapped) == {"ms_ssim", "vif_p", "gmsd", "haarpsi"}
@@ -85,8 +84,8 @@ def test_pseudo_score_is_one_for_the_reference_itself_and_lower_for_a_distortion
     assert 0.2 < breakdown.score < 0.95
 
 
-def test_same_seed_same_pixels_different_seed_differs_only_for_random_types():
-    photo = _photo("kodak_kodim15.jpg", 80)
+def test_same_seed_same_pixels_different_seed_differs_only_for_random_types(samples_dir):
+    photo = _photo(samples_dir, "kodak_kodim15.jpg", 80)
     for distortion in DISTORTIONS:
         first = distort_array(photo, distortion.name, 3, seed=123)
         again = distort_array(photo, distortion.name, 3, seed=123)

@@ -1,7 +1,6 @@
 """`pinet eval`: reproduces fine-tuning's test SRCC exactly, cross-dataset report, refusals, fixed crops."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,19 +13,17 @@ from pinet.models import create_model
 from pinet_runtime.preprocess import Preprocessing, preprocess
 from pinet_training.datasets import CsvScale
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = sorted((ROOT / "runtime" / "assets" / "samples").glob("*.jpg"))
 SCALE = CsvScale(low=0.0, high=11.0, higher_is_better=True)
 
 
 @pytest.fixture(scope="module")
-def trained(replicas, tmp_path_factory):
+def trained(replicas, tmp_path_factory, sample_photos):
     """A 2-epoch fine-tune on replica A (synthetic-style groups), plus replica B (authentic)."""
     from pinet_training.finetune import FinetuneSettings, run_finetune
 
     base = tmp_path_factory.mktemp("eval")
-    set_a = replicas.make_blur_replica(base / "A", SAMPLES[:6], "setA", with_reference=True)
-    set_b = replicas.make_blur_replica(base / "B", SAMPLES[6:8], "setB", with_reference=False)
+    set_a = replicas.make_blur_replica(base / "A", sample_photos[:6], "setA", with_reference=True)
+    set_b = replicas.make_blur_replica(base / "B", sample_photos[6:8], "setB", with_reference=False)
     settings = FinetuneSettings(dataset="csv", root=set_a, out_dir=base / "run", variant="pinet_lite0",
                                 backbone_init="random", csv_scale=SCALE, epochs=2, batch_size=8, crops_per_image=2,
                                 lr_backbone=1e-3, lr_head=1e-3, crop_size=64, resize_short_side="native",

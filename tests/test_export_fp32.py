@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,6 @@ from pinet_export import export_fp32  # noqa: E402
 from pinet_export.onnx_metadata import missing_keys  # noqa: E402
 from pinet_runtime import metadata as keys  # noqa: E402
 from pinet_runtime.preprocess import Preprocessing, preprocess  # noqa: E402
-
-SAMPLES = Path(__file__).resolve().parents[1] / "runtime" / "assets" / "samples"
 
 
 def _small_prep() -> Preprocessing:
@@ -41,10 +38,10 @@ def exported(tmp_path_factory):
     return model, checkpoint, path
 
 
-def test_fp32_matches_torch_at_batch_1_and_5_on_real_photo_crops(exported):
+def test_fp32_matches_torch_at_batch_1_and_5_on_real_photo_crops(exported, sample_photos):
     model, _, path = exported
     prep = _small_prep()
-    crops = np.concatenate([preprocess(photo, prep) for photo in sorted(SAMPLES.glob("*.jpg"))])
+    crops = np.concatenate([preprocess(photo, prep) for photo in sample_photos])
     assert crops.shape[1:] == (3, 64, 64) and len(crops) >= 16
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == [keys.INPUT_NAME]
@@ -94,12 +91,12 @@ def test_tampered_file_without_metadata_is_rejected(exported, tmp_path):
     assert "tampered.onnx" in str(info.value) and keys.PREPROCESSING in str(info.value)
 
 
-def test_fixed_batch_export_declares_that_batch_and_keeps_parity(exported, tmp_path):
+def test_fixed_batch_export_declares_that_batch_and_keeps_parity(exported, tmp_path, sample_photos):
     model, checkpoint, _ = exported
     path = export_fp32(checkpoint, tmp_path / "fixed.onnx", batch="5")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [5, 3, 64, 64]
-    crops = preprocess(sorted(SAMPLES.glob("*.jpg"))[0], _small_prep())
+    crops = preprocess(sample_photos[0], _small_prep())
     with torch.no_grad():
         expected = model(torch.from_numpy(crops)).numpy()
     assert np.abs(session.run(None, {keys.INPUT_NAME: crops})[0] - expected).max() <= 1e-4

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -11,7 +9,6 @@ from pinet_export.photos import DEGRADATIONS, degrade, parity_photos, ranking_ph
 from pinet_export.quantize import choose_int8_types, cpu_flags
 from pinet_runtime.preprocess import Preprocessing, load_image
 
-SAMPLES = Path(__file__).resolve().parents[1] / "runtime" / "assets" / "samples"
 PREP = Preprocessing(crop_size=32, resize_short_side=40)
 
 
@@ -34,8 +31,8 @@ def test_int8_types_follow_vnni(tmp_path):
         choose_int8_types(flags, "fastest")
 
 
-def test_parity_photos_add_flips_then_resized_copies_to_reach_the_minimum(tmp_path):
-    photos = sorted(SAMPLES.glob("*.jpg"))[:3]
+def test_parity_photos_add_flips_then_resized_copies_to_reach_the_minimum(tmp_path, sample_photos):
+    photos = sample_photos[:3]
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     result = parity_photos([*photos, tmp_path / "broken.jpg"], PREP, minimum=8)
     names = [p.name for p in result.photos]
@@ -48,8 +45,8 @@ def test_parity_photos_add_flips_then_resized_copies_to_reach_the_minimum(tmp_pa
     assert not np.array_equal(original.crops, flipped.crops)
 
 
-def test_degradations_are_deterministic_and_lower_detail():
-    image = load_image(sorted(SAMPLES.glob("*.jpg"))[0], PREP)
+def test_degradations_are_deterministic_and_lower_detail(sample_photos):
+    image = load_image(sample_photos[0], PREP)
     base = np.asarray(image, dtype=np.float32)
     for kind in DEGRADATIONS:
         first, second = np.asarray(degrade(image, kind)), np.asarray(degrade(image, kind))
@@ -57,7 +54,7 @@ def test_degradations_are_deterministic_and_lower_detail():
         assert np.abs(first.astype(np.float32) - base).mean() > 1.0
     with pytest.raises(ValueError, match="unknown degradation"):
         degrade(image, "sepia")
-    ranking = ranking_photos(sorted(SAMPLES.glob("*.jpg")), PREP)
+    ranking = ranking_photos(sample_photos, PREP)
     assert len(ranking.photos) == 8 * (1 + len(DEGRADATIONS))
 
 

@@ -21,9 +21,15 @@ CAMERA_DIR = Path("../shared/data/clive/images")
 
 
 def bundled_default_model() -> Path | None:
-    """pinet/assets/default.safetensors when this install ships one."""
+    """pinet/assets/default.safetensors where the install has it (a source checkout); the wheel
+    leaves it out, so there the model is rebuilt once from the bundled FP32 ONNX file into the
+    user cache. None when the install bundles neither."""
     candidate = resources.files("pinet") / "assets" / DEFAULT_MODEL_NAME
-    return Path(str(candidate)) if candidate.is_file() else None
+    if candidate.is_file():
+        return Path(str(candidate))
+    from pinet_export.default_checkpoint import default_checkpoint_from_onnx
+
+    return default_checkpoint_from_onnx(lambda message: stderr.print(f"[cyan]•[/] {message}", highlight=False))
 
 
 def default_calibration_dirs() -> tuple[Path, ...]:
@@ -67,7 +73,10 @@ def export(
     from pinet_export.convert import ExportError
 
     if checkpoint is None:
-        checkpoint = bundled_default_model()
+        try:
+            checkpoint = bundled_default_model()
+        except CheckpointError as err:
+            raise fail(str(err)) from None
         if checkpoint is None:
             raise fail("no bundled default model in this install; pass a checkpoint", EXIT_USAGE)
     if calib_method not in CALIBRATION_METHODS:
