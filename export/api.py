@@ -16,10 +16,11 @@ from typing import Callable
 import numpy as np
 
 from pinet_export.config import FP16_FILE, FP32_FILE, INT8_FILE, ExportSettings
-from pinet_export.convert import ExportError, convert_model, load_stage2_checkpoint, publish, temporary_path
+from pinet_export.convert import ExportError, convert_model, load_stage2_checkpoint
 from pinet_export.photos import bundled_samples_dir, calibration_crops, list_photos, parity_photos, ranking_photos
 from pinet_export.validate import (StepValidation, ValidationFailure, export_tool_errors, median_latency_ms,
                                    validate_fp16, validate_fp32, validate_int8)
+from pinet_runtime.files import publish, temporary_path
 
 # Validation stays quick: at most this many real photos (bundled samples first, then --calib,
 # then an even spread of ../shared/data/pristine).

@@ -142,7 +142,8 @@ def _variant_checkpoint(variant: str, folder: Path, progress: ProgressCallback) 
 def _export_checkpoint(model: BenchModel, folder: Path, settings: BenchSettings, progress: ProgressCallback) -> None:
     """FP32 (and INT8 / FP16 when asked) ONNX files of a checkpoint, reused when already exported."""
     from pinet_export.config import FP16_FILE, FP32_FILE, INT8_FILE
-    from pinet_export.convert import convert_model, load_stage2_checkpoint, publish, temporary_path
+    from pinet_export.convert import convert_model, load_stage2_checkpoint
+    from pinet_runtime.files import publish, temporary_path
     from pinet_export.photos import bundled_samples_dir, calibration_crops, list_photos
     from pinet_runtime.model_file import ModelFileError, read_model_info
 

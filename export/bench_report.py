@@ -6,10 +6,11 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+
+from pinet_runtime.files import write_json_atomic, write_text_atomic
 
 SCHEMA_VERSION = 1
 REPORT_JSON = "bench.json"
@@ -198,24 +199,13 @@ def build_report(models, rows, peaks, peaks_end, settings, machine_start, machin
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_reports(report: dict, out_dir: Path, progress: Callable[[str], None]) -> dict[str, Path]:
     from pinet_export.bench_table import render_chart, render_markdown
 
     written = {"json": out_dir / REPORT_JSON, "markdown": out_dir / REPORT_MD}
     chart_note = render_chart(report, out_dir / REPORT_PNG)
     report["chart"] = chart_note
-    _write_atomic(written["json"], json.dumps(report, indent=2, sort_keys=False) + "\n")
-    _write_atomic(written["markdown"], render_markdown(report))
+    write_json_atomic(written["json"], report, sort_keys=False)
+    write_text_atomic(written["markdown"], render_markdown(report))
     progress(f"results written to {written['json']} and {written['markdown']}; chart: {chart_note}")
     return written

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from pinet_runtime.files import atomic_path
 
 
 def _num(value, digits: int = 1) -> str:
@@ -88,13 +88,9 @@ def render_chart(report: dict, path: Path) -> str:
     axis.set_ylabel("ms per image (p50)")
     axis.set_yscale("log")
     figure.tight_layout()
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=120, format="png")  # the temporary name has no .png to go by
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return str(path)

@@ -10,13 +10,12 @@ it and pay ~3 s more per export.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pinet_runtime.errors import PinetError
+from pinet_runtime.files import atomic_path
 from pinet_runtime.metadata import INPUT_NAME, OUTPUT_NAME
 from pinet_runtime.preprocess import Preprocessing
 
@@ -78,23 +77,6 @@ def convert_model(model, prep: Preprocessing, out_path: str | Path, source_sha25
                             simplified.opset_import[0].version if simplified.opset_import else opset)
 
 
-def temporary_path(final: Path) -> Path:
-    """A fresh hidden name next to ``final`` (same filesystem, so os.replace is atomic)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(handle)
-    return Path(name)
-
-
-def publish(tmp: Path, final: Path) -> Path:
-    """Give a finished temp file normal permissions (mkstemp makes it 0600) and rename it into place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, final)
-    return final
-
-
 def load_stage2_checkpoint(checkpoint_path: str | Path):
     """(model, preprocessing, sha256) of a stage-2 checkpoint; CheckpointError names the problem."""
     from pinet.checkpoint import file_sha256, load_checkpoint
@@ -111,10 +93,6 @@ def export_fp32(checkpoint_path: str | Path, out_path: str | Path, opset: int | 
     fixed_batch = parse_batch(batch) if isinstance(batch, str) else batch
     model, prep, sha = load_stage2_checkpoint(checkpoint_path)
     final = Path(out_path)
-    tmp = temporary_path(final)
-    try:
-        convert_model(model, prep, tmp, sha, opset=opset, batch=fixed_batch)
-        publish(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(final) as temporary:
+        convert_model(model, prep, temporary, sha, opset=opset, batch=fixed_batch)
     return final

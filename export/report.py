@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pinet import __version__
 from pinet_export.config import REPORT_JSON, REPORT_MD
-from pinet_export.convert import publish, temporary_path
+from pinet_runtime.files import write_text_atomic
 
 CROP_AVERAGING_NOTE = ("The ONNX model outputs one score per crop; the image score is the mean over the "
                        "contract's crops, computed by the runtime (pinet_runtime), not inside the graph.")
@@ -108,15 +108,6 @@ def accuracy_search_lines(search: dict | None) -> list[str]:
     return lines
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = temporary_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_reports(report: dict, out_dir: Path) -> None:
-    _write_text(out_dir / REPORT_JSON, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    _write_text(out_dir / REPORT_MD, render_markdown(report))
+    write_text_atomic(out_dir / REPORT_JSON, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out_dir / REPORT_MD, render_markdown(report))

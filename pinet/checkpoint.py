@@ -11,15 +11,14 @@ The header can be read without torch (:func:`read_header`), which `pinet info` u
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pinet import __version__
 from pinet.config import ModelConfig
 from pinet_runtime.errors import PinetError
+from pinet_runtime.files import atomic_path
 from pinet_runtime.preprocess import Preprocessing
 
 FORMAT_NAME = "pinet-checkpoint"
@@ -119,18 +118,8 @@ def save_checkpoint(path: str | Path, model, preprocessing: Preprocessing, train
         "cost": json.dumps({"parameters": count_parameters(model),
                             "flops_per_crop": flops_per_crop(model.config)}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        with open(tmp_name, "rb") as written:
-            os.fsync(written.fileno())
-        os.chmod(tmp_name, 0o644)          # mkstemp makes 0600; a checkpoint is an ordinary shared file
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with atomic_path(path, durable=True) as temporary:  # a run's checkpoint must survive a power cut
+        save_file(tensors, str(temporary), metadata=metadata)
     return path
 
 

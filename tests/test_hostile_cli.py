@@ -198,9 +198,11 @@ def test_output_written_through_a_symlink_replaces_the_target_not_the_link(model
 
 
 def test_a_failed_final_write_still_prints_every_row(model, album, tmp_path, monkeypatch):
-    def disk_full(path, text):
+    from pinet_runtime import files
+
+    def disk_full(path, text, errors="strict"):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(score_cli, "write_atomically", disk_full)
+    monkeypatch.setattr(files, "write_text_atomic", disk_full)
     result = _run("score", album, "--model", model, "-f", "csv", "-o", tmp_path / "s.csv")
     assert result.exit_code == 1 and "No space left on device" in result.stderr
     assert len(list(csv.DictReader(io.StringIO(result.stdout)))) == 2

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 
 from pinet.checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint
 from pinet_runtime.errors import PinetError
+from pinet_runtime.files import write_text_atomic
 from pinet_runtime.preprocess import Preprocessing
 
 STATE_KIND = "pinet-training-state"
@@ -265,10 +265,7 @@ class MetricsLogger:
             return
         kept = [line for line in self.path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step]
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        with os.fdopen(handle, "w") as out:
-            out.write("".join(line + "\n" for line in kept))
-        os.replace(tmp_name, self.path)
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, record: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

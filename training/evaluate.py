@@ -19,9 +19,9 @@ from typing import Sequence
 import numpy as np
 
 from pinet_runtime.errors import PinetError
+from pinet_runtime.files import write_json_atomic
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, preprocess
 from pinet_training.datasets import IQADataset, IQASample
-from pinet_training.protocol import write_json_atomic
 
 DEFAULT_EVAL_BATCH = 8            # images per forward pass (x the layout's crops)
 SPLIT_KEY = "split"               # where finetune stores the split in the checkpoint's training metadata

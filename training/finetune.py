@@ -40,7 +40,8 @@ from pinet_training.mixed import LossWeights, MixedBatches, dataset_record, mix_
 from pinet_training.finetune_settings import (  # noqa: F401 (re-exported: the module's public names)
     LOSSES, FinetuneSettings, check_settings, dataset_fingerprint, load_data, load_mix, round_dir,
 )
-from pinet_training.protocol import Split, write_json_atomic
+from pinet_runtime.files import write_json_atomic
+from pinet_training.protocol import Split
 
 HEAD_PREFIX = "regressor."            # trained at --lr-head; everything else at --lr-backbone
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from pinet_runtime.errors import PinetError
+from pinet_runtime.files import write_json_atomic, write_text_atomic
 from pinet_training.datasets import IQADataset
 from pinet_training.evaluate import quality_metrics, score_images
-from pinet_training.protocol import write_json_atomic
 
 BEST_METRIC = "val_srcc"
 STREAM_VAL_SUBSET = 7                  # engine.step_rng stream of the --val-max-images draw
@@ -128,9 +128,7 @@ def add_mix_results(json_path: Path, md_path: Path, rounds: list[dict]) -> None:
     lines += [f"| {r['round']} | {r['mix_test']['n']} | {r['mix_test']['srcc']:.4f} | {r['mix_test']['plcc']:.4f} | "
               f"{r['mix_test']['krcc']:.4f} |" for r in rounds]
     lines += ["", f"Median SRCC {statistics.median(srcc):.4f} (min {min(srcc):.4f}, max {max(srcc):.4f})."]
-    tmp = md_path.with_suffix(".md.tmp")
-    tmp.write_text(md_path.read_text().rstrip("\n") + "\n" + "\n".join(lines) + "\n")
-    os.replace(tmp, md_path)
+    write_text_atomic(md_path, md_path.read_text().rstrip("\n") + "\n" + "\n".join(lines) + "\n")
 
 
 def write_all_data_results(settings, dataset: IQADataset, result: dict) -> tuple[Path, Path]:
@@ -147,7 +145,5 @@ def write_all_data_results(settings, dataset: IQADataset, result: dict) -> tuple
     if result.get("mix_test"):
         m = result["mix_test"]
         lines += ["", f"Held-out {m['dataset']} ({m['n']} images): SRCC {m['srcc']:.4f}, PLCC {m['plcc']:.4f}"]
-    tmp = md_path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, md_path)
+    write_text_atomic(md_path, "\n".join(lines) + "\n")
     return json_path, md_path

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from pinet_runtime.errors import PinetError
+from pinet_runtime.files import atomic_path, write_text_atomic
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, preprocess
 
 
@@ -108,13 +108,11 @@ def cached_features(cache_dir: Path, init_sha256: str, model, paths: Sequence[Pa
     if target.is_file():
         return np.load(target, mmap_mode="r"), target
     features = compute_features(model, list(paths), prep, threads, say=say)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp.npy")
-    np.save(tmp, features)
-    os.replace(tmp, target)
-    (cache_dir / f"{key}.json").write_text(json.dumps({"init_sha256": init_sha256, "images": len(paths),
-                                                        "shape": list(features.shape),
-                                                        "first": str(paths[0]) if paths else None}))
+    with atomic_path(target) as temporary, open(temporary, "wb") as stream:
+        np.save(stream, features)  # a file object: np.save would append .npy to a path
+    write_text_atomic(cache_dir / f"{key}.json", json.dumps({"init_sha256": init_sha256, "images": len(paths),
+                                                             "shape": list(features.shape),
+                                                             "first": str(paths[0]) if paths else None}))
     return features, target
 
 

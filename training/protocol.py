@@ -14,17 +14,15 @@ train/val, test on ALL of dataset B; same report format (:func:`cross_dataset_sp
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 
+from pinet_runtime.files import write_json_atomic, write_text_atomic
 from pinet_training.datasets.common import IQADataset
 from pinet_training.metrics import QualityMetrics
 
@@ -199,34 +197,6 @@ def aggregate(results: Sequence[RoundResult]) -> dict[str, dict[str, dict[str, f
     return summary
 
 
-def json_safe(value):
-    """NaN is not valid JSON: write null instead."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data) -> None:
-    write_text_atomic(path, json.dumps(json_safe(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
-
-
 def _fmt(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
 
@@ -270,6 +240,6 @@ def write_report(results: Sequence[RoundResult], out_dir: Path | str,
         "rounds": [asdict(r) for r in results],
     }
     json_path, markdown_path = out_dir / REPORT_JSON, out_dir / REPORT_MARKDOWN
-    write_text_atomic(json_path, json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+    write_json_atomic(json_path, document, sort_keys=False)
     write_text_atomic(markdown_path, _markdown(results, summary, description))
     return json_path, markdown_path

@@ -29,11 +29,11 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from pinet_runtime.files import atomic_path, is_temporary_file, write_text_atomic
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image
 from pinet_training.distortions import LEVELS, distort_array, get_distortion
 from pinet_training.pseudo_scores import DEFAULT_METRIC_SHORT_SIDE, FORMULA_NAME, METRICS
-from pinet_training.synth_manifest import (SPLIT_RULE, SynthItem, is_temp_file, read_manifest, split_of,
-                                           temp_path_for, write_manifest, write_text_atomic)
+from pinet_training.synth_manifest import SPLIT_RULE, SynthItem, read_manifest, split_of, write_manifest
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SHARD_VERSION = 1
@@ -109,10 +109,8 @@ def distortion_seed(stem: str, name: str, settings: SynthSettings) -> int:
 
 
 def _save_png_atomic(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_path_for(path)
-    image.save(temp, format="PNG", compress_level=1)
-    os.replace(temp, path)
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG", compress_level=1)
 
 
 def _shard_path(out_dir: Path, stem: str) -> Path:
@@ -180,7 +178,7 @@ def remove_temp_files(out_dir: Path) -> int:
     """Delete temp files a killed run left behind; returns how many."""
     removed = 0
     for path in out_dir.rglob(".*.tmp"):
-        if path.is_file() and is_temp_file(path):
+        if path.is_file() and is_temporary_file(path):
             path.unlink()
             removed += 1
     return removed

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pinet.config import DISTORTION_CLASSES
+from pinet_runtime.files import write_text_atomic
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_COLUMNS = ("file", "reference", "reference_file", "distortion", "distortion_class", "class_index",
@@ -105,21 +106,5 @@ def _parse_row(row: dict, root: Path, where: str) -> SynthItem:
     return item
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file via a temp file + os.replace, so readers never see half a file."""
-    temp = temp_path_for(path)
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
-
-
-def temp_path_for(path: Path) -> Path:
-    """The temp name used while ``path`` is being written (hidden, ends in .tmp, per process)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def is_temp_file(path: Path) -> bool:
-    return path.name.startswith(".") and path.name.endswith(".tmp")
-
-
 __all__ = ["MANIFEST_NAME", "MANIFEST_COLUMNS", "SPLIT_RULE", "SPLITS", "SynthItem", "split_of",
-           "read_manifest", "write_manifest", "write_text_atomic", "temp_path_for", "is_temp_file"]
+           "read_manifest", "write_manifest"]

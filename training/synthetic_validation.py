@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pinet_runtime.files import write_json_atomic, write_text_atomic
 from pinet_training.metrics import evaluate, srcc
-from pinet_training.protocol import write_json_atomic, write_text_atomic
 from pinet_training.synth_manifest import SynthItem, read_manifest
 
 PAIR_MARGIN = 0.05

@@ -12,9 +12,7 @@ import io
 import json
 import math
 import os
-import stat
 import sys
-import tempfile
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -151,45 +149,14 @@ def prepare_output(output: Path) -> Path:
         raise fail(f"--output {output} is a directory; name a file", EXIT_USAGE)
     if target.exists() and not target.is_file():
         return target  # a device or pipe (/dev/stdout): written in place, not replaced
+    from pinet_runtime.files import temporary_path
+
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(handle)
-        os.unlink(probe)
+        temporary_path(target).unlink()  # the folder exists (created) and takes a new file
     except OSError as err:
         raise fail(f"--output {output} cannot be written ({err.strerror or err}: {err.filename or target.parent})",
                    EXIT_USAGE) from None
     return target
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder + os.replace, so a reader never sees half a file.
-    A replaced file keeps its permission bits; a new one gets 0666 minus the umask. A device or
-    pipe is written in place."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        info = None
-    if info is not None and not stat.S_ISREG(info.st_mode):
-        with open(path, "w", encoding="utf-8", errors=TEXT_ERRORS, newline="") as stream:
-            stream.write(text)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", errors=TEXT_ERRORS, newline="") as stream:
-            stream.write(text)
-        os.chmod(temp_name, stat.S_IMODE(info.st_mode) if info is not None else 0o666 & ~_umask())
-        os.replace(temp_name, path)
-    except BaseException:
-        os.unlink(temp_name)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # the only portable way to read it; restored at once
-    os.umask(mask)
-    return mask
 
 
 def write_stdout(text: str) -> None:
@@ -282,8 +249,10 @@ def score(
         records = sort_records(records, scorer.higher_is_better)
     text = render(records, output_format, scorer.preprocessing.score_name)
     if target is not None:
+        from pinet_runtime.files import write_text_atomic
+
         try:
-            write_atomically(target, text)
+            write_text_atomic(target, text, errors=TEXT_ERRORS)
         except OSError as err:  # e.g. the disk filled up while scoring: the results still come out
             stderr.print(f"[red]error:[/] cannot write {escape(str(output))} ({escape(err.strerror or str(err))}); "
                          "the results follow on stdout", highlight=False)
