@@ -137,7 +137,7 @@ def _int8_step(outcome: ExportOutcome, settings: ExportSettings, prep, fp32_fina
 def run_export(checkpoint: Path, settings: ExportSettings, progress: ProgressCallback = lambda _: None) -> ExportOutcome:
     """Raises CheckpointError/ExportError for input that cannot be exported at all; validation
     failures are collected in the outcome instead."""
-    from pinet_export.quantize import cpu_flags
+    from pinet_runtime.cpu import cpu_flags
     from pinet_export.report import build_report, write_reports
 
     started = time.perf_counter()

@@ -174,7 +174,8 @@ def _export_checkpoint(model: BenchModel, folder: Path, settings: BenchSettings,
     if "int8" in settings.precisions:
         int8 = folder / INT8_FILE
         if not up_to_date(int8):
-            from pinet_export.quantize import choose_int8_types, cpu_flags, quantize_int8
+            from pinet_export.quantize import choose_int8_types, quantize_int8
+            from pinet_runtime.cpu import cpu_flags
 
             crops, _, used = calibration_crops(list_photos(bundled_samples_dir()), prep, CALIBRATION_CROPS)
             progress(f"{model.name}: quantizing to INT8 ({len(crops)} calibration crops of {used} bundled photos)")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from pinet_runtime.cpu import read_cpu_info
 from pinet_runtime.files import write_json_atomic, write_text_atomic
 
 SCHEMA_VERSION = 1
@@ -36,22 +37,13 @@ TARGET_COLD_START_MS = 500.0
 
 def machine_info() -> dict:
     """CPU model and flags, core counts, load and library versions, for the report's honesty."""
-    from pinet_export.quantize import cpu_flags
-
-    cpu_model, flags = "unknown", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu_model == "unknown":
-                cpu_model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
     import numpy
     import onnxruntime
 
+    cpu = read_cpu_info()
     info = {
-        "cpu_model": cpu_model, "cpu_flags_of_interest": cpu_flags(), "cpu_flags": " ".join(flags),
+        "cpu_model": cpu.model_name, "cpu_flags_of_interest": cpu.flags_of_interest(),
+        "cpu_flags": " ".join(sorted(cpu.flags)),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,

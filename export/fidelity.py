@@ -19,7 +19,7 @@ import numpy as np
 
 from pinet_export.api import spread
 from pinet_export.photos import list_photos
-from pinet_export.quantize import CPU_FLAGS_OF_INTEREST, cpu_flags
+from pinet_runtime.cpu import read_cpu_info
 
 
 def measure(fp32: Path, int8: Path, photos: list[Path], timing_images: int = 20, threads: int | None = None) -> dict:
@@ -45,13 +45,14 @@ def measure(fp32: Path, int8: Path, photos: list[Path], timing_images: int = 20,
             times.append(time.perf_counter() - started)
         latency[name] = float(np.median(times) * 1000)
     diff = np.abs(scores["int8"] - scores["fp32"])
-    flags = cpu_flags()
+    cpu = read_cpu_info()
     return {
         "photos": len(crops), "skipped": skipped, "srcc": float(spearmanr(scores["int8"], scores["fp32"]).statistic),
         "mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max()),
         "fp32_score_std": float(scores["fp32"].std()),
         "ms_per_image": latency, "speedup": latency["fp32"] / latency["int8"],
-        "cpu_flags": [name for name in CPU_FLAGS_OF_INTEREST if flags.get(name)], "machine": platform.machine(),
+        "cpu_flags": [name for name, present in cpu.flags_of_interest().items() if present],
+        "machine": platform.machine(),
     }
 
 

@@ -21,24 +21,6 @@ from pinet_export.mixed_precision import CANDIDATE_OP_TYPES, AccuracyTarget, sea
 from pinet_export.onnx_metadata import set_metadata
 from pinet_runtime import metadata as keys
 
-CPU_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
-                         "amx_int8")
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, bool]:
-    """The x86 flags that decide the INT8 settings; all False when /proc/cpuinfo is unreadable."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        text = ""
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return {name: name in flags for name in CPU_FLAGS_OF_INTEREST}
-
-
 @dataclass(frozen=True)
 class Int8Types:
     activation: str       # "uint8"

@@ -157,20 +157,6 @@ def default_model_path(precision: str = "int8") -> Path:
     return path
 
 
-def x86_cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
-    """True/False on x86 (False when the flags cannot be read); None on other architectures."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
-        return None
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
 def int8_is_safe_here(info: ModelInfo, has_vnni: bool | None) -> bool:
     """An INT8 file quantized with the full 8-bit weight range (no reduce_range) can saturate in
     onnxruntime's U8S8 kernels on x86 CPUs without VNNI; everything else is safe."""

@@ -20,10 +20,11 @@ from typing import Iterable, Iterator, Sequence, Union
 import numpy as np
 import onnxruntime as ort
 
+from pinet_runtime.cpu import has_vnni
 from pinet_runtime.decode import PILLOW_FAILURES
 from pinet_runtime.errors import NonFiniteScoreError
 from pinet_runtime.model_file import ModelFileError, ModelInfo, default_model_path, int8_is_safe_here, \
-    load_session, model_info_from_session, x86_cpu_has_vnni
+    load_session, model_info_from_session
 from pinet_runtime.model_file import ORT_ERRORS
 from pinet_runtime.preprocess import ImageDecodeError, ImageSource, describe_source, preprocess
 
@@ -108,7 +109,7 @@ class Scorer:
             options.intra_op_num_threads = threads
         self._session = load_session(model, options, usable)
         self.info: ModelInfo = model_info_from_session(model, self._session)
-        if default_model and not int8_is_safe_here(self.info, x86_cpu_has_vnni()):
+        if default_model and not int8_is_safe_here(self.info, has_vnni()):
             # Only a non-portable INT8 file (full 8-bit weights) can saturate here; portable ones never fall back.
             logger.warning("%s has full 8-bit INT8 weights, which can saturate on this x86 CPU without VNNI: "
                            "scoring with the bundled FP32 model instead", model)

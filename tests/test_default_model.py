@@ -86,32 +86,19 @@ def test_pinet_score_on_the_bundled_samples_without_torch(samples_dir, blocked_i
 
 def test_default_int8_is_replaced_by_fp32_where_it_could_saturate(monkeypatch):
     import pinet_runtime.scorer as scorer_module
-    from pinet_runtime.model_file import int8_is_safe_here, x86_cpu_has_vnni
+    from pinet_runtime.cpu import has_vnni
+    from pinet_runtime.model_file import int8_is_safe_here
 
     int8 = read_model_info(default_model_path("int8"))
     assert int8_is_safe_here(int8, has_vnni=True) and int8_is_safe_here(int8, has_vnni=None)   # VNNI, ARM
     full_range = int8.calibration.get("reduce_range") is False
     assert int8_is_safe_here(int8, has_vnni=False) is not full_range
-    monkeypatch.setattr(scorer_module, "x86_cpu_has_vnni", lambda: False)
+    monkeypatch.setattr(scorer_module, "has_vnni", lambda: False)
     expected = "fp32" if full_range else "int8"
     assert Scorer(providers="cpu").info.precision == expected
-    monkeypatch.setattr(scorer_module, "x86_cpu_has_vnni", lambda: True)
+    monkeypatch.setattr(scorer_module, "has_vnni", lambda: True)
     assert Scorer(providers="cpu").info.precision == "int8"
-    assert x86_cpu_has_vnni(Path("/nonexistent/cpuinfo")) in (False, None)
-
-
-def test_vnni_detection_reads_cpu_flags(tmp_path):
-    import platform
-
-    from pinet_runtime.model_file import x86_cpu_has_vnni
-
-    with_vnni, without = tmp_path / "vnni", tmp_path / "avx2"
-    with_vnni.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma avx512f avx512_vnni\n")
-    without.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n")
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        assert x86_cpu_has_vnni(with_vnni) is True and x86_cpu_has_vnni(without) is False
-    else:
-        assert x86_cpu_has_vnni(with_vnni) is None
+    assert has_vnni(Path("/nonexistent/cpuinfo")) in (False, None)
 
 
 @pytest.mark.parametrize("reduce_range", [False, True])
@@ -128,7 +115,7 @@ def test_only_a_non_portable_default_int8_falls_back_and_it_says_so(tmp_path, mo
                                                 metadata={keys.PRECISION: "int8", keys.CALIBRATION: calibration}),
              "fp32": tiny_onnx.build_tiny_model(tmp_path / "default.onnx")}
     monkeypatch.setattr(scorer_module, "default_model_path", lambda precision="int8": files[precision])
-    monkeypatch.setattr(scorer_module, "x86_cpu_has_vnni", lambda: False)
+    monkeypatch.setattr(scorer_module, "has_vnni", lambda: False)
     with caplog.at_level(logging.WARNING, logger="pinet_runtime"):
         scorer = Scorer(providers="cpu")
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

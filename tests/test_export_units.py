@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pinet_export.photos import DEGRADATIONS, degrade, parity_photos, ranking_photos
-from pinet_export.quantize import choose_int8_types, cpu_flags
+from pinet_export.quantize import choose_int8_types
+from pinet_runtime.cpu import cpu_flags
 from pinet_runtime.preprocess import Preprocessing, load_image
 
 PREP = Preprocessing(crop_size=32, resize_short_side=40)
