@@ -140,42 +140,51 @@ def _state_from_graph(path: Path, model, graph, initializers: dict, crop_size: i
     batchnorm_after = _batchnorm_after_layer(path, model, crop_size)
     used = set()
     for name, module in model.named_modules():
-        if not isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-            continue
         nodes = nodes_by_weight.get(f"{name}.weight")
-        if not nodes:
-            continue  # not in the graph: a parameter the scorer never uses keeps its initial value
-        weight_name, bias_names = nodes[0].input[1], {tuple(node.input[2:3]) for node in nodes}
-        if len(bias_names) > 1:
-            raise RebuildError(path, f"nodes reading {weight_name} add different biases {sorted(bias_names)}")
-        weight = _layer_weight(path, nodes[0], initializers[weight_name])
-        _check_shape(path, weight_name, weight, state[f"{name}.weight"])
-        state[f"{name}.weight"] = torch.from_numpy(weight.copy())
-        used.add(weight_name)
-        (bias_name,) = bias_names
-        bias = initializers.get(bias_name[0]) if bias_name else None
-        if bias_name and bias is None:
-            raise RebuildError(path, f"bias {bias_name[0]} of {weight_name} is computed, not stored; cannot rebuild")
-        used.update(bias_name)
-        norm = batchnorm_after.get(name)
-        target = f"{norm}.bias" if norm else f"{name}.bias"
-        if norm:
-            _make_identity(state, norm, model.get_submodule(norm).eps)
-            if module.bias is not None:
-                state[f"{name}.bias"] = torch.zeros_like(state[f"{name}.bias"])
-        if bias is None and target in state:
-            state[target] = torch.zeros_like(state[target])  # the graph adds no bias: it is zero
-        elif bias is not None:
-            if target not in state:
-                raise RebuildError(path, f"{weight_name} adds bias {bias_name[0]}, but {name} has none")
-            _check_shape(path, bias_name[0], bias, state[target])
-            state[target] = torch.from_numpy(bias.copy())
+        # A layer absent from the graph is one the scorer never runs: it keeps its initial value.
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and nodes:
+            norm = batchnorm_after.get(name)
+            eps = model.get_submodule(norm).eps if norm else 0.0
+            used |= _load_layer(path, state, name, nodes, initializers, norm, eps)
     unused = sorted({name for node in graph.node if node.op_type in WEIGHT_OPS for name in node.input[1:]
                      if name in initializers and initializers[name].ndim >= 1 and name not in used})
     if unused:
         raise RebuildError(path, f"{len(unused)} weight(s) of the graph match no layer of the "
                                  f"{model.config.variant} model (e.g. {', '.join(unused[:3])})")
     return state
+
+
+def _load_layer(path: Path, state: dict, name: str, nodes: list, initializers: dict, norm: str | None,
+                eps: float) -> set[str]:
+    """Put layer ``name``'s weight, and its bias or its folded BatchNorm's, into ``state``;
+    returns the initializer names used."""
+    import torch
+
+    weight_name = nodes[0].input[1]
+    bias_names = {node.input[2] if len(node.input) > 2 else "" for node in nodes}
+    if len(bias_names) > 1:
+        raise RebuildError(path, f"nodes reading {weight_name} add different biases {sorted(bias_names)}")
+    (bias_name,) = bias_names
+    for stored in filter(None, (weight_name, bias_name)):
+        if stored not in initializers:
+            raise RebuildError(path, f"{stored} of layer {name} is computed in the graph, not stored")
+    weight = _layer_weight(path, nodes[0], initializers[weight_name])
+    _check_shape(path, weight_name, weight, state[f"{name}.weight"])
+    state[f"{name}.weight"] = torch.from_numpy(weight.copy())
+    bias_key = f"{norm}.bias" if norm else f"{name}.bias"
+    if norm:
+        _make_identity(state, norm, eps)
+        if f"{name}.bias" in state:  # the folded bias already holds the layer's own
+            state[f"{name}.bias"] = torch.zeros_like(state[f"{name}.bias"])
+    if bias_key not in state:
+        if bias_name:
+            raise RebuildError(path, f"{weight_name} adds bias {bias_name}, but layer {name} has none")
+    elif bias_name:
+        _check_shape(path, bias_name, initializers[bias_name], state[bias_key])
+        state[bias_key] = torch.from_numpy(initializers[bias_name].copy())
+    else:
+        state[bias_key] = torch.zeros_like(state[bias_key])  # the graph adds no bias: it is zero
+    return {weight_name, bias_name} - {""}
 
 
 def _batchnorm_after_layer(path: Path, model, crop_size: int) -> dict[str, str]:
@@ -188,13 +197,18 @@ def _batchnorm_after_layer(path: Path, model, crop_size: int) -> dict[str, str]:
     orphans: list[str] = []
 
     def remember(name):
-        # The tensor is kept referenced so its id() stays unique during the trace.
-        return lambda module, inputs, output: producers.__setitem__(id(output), (name, output))
+        def hook(module, inputs, output):
+            # The output stays referenced, so its id() is unique for the whole trace.
+            producers[id(output)] = (name, output)
+        return hook
 
     def pair(name):
         def hook(module, inputs):
             producer = producers.get(id(inputs[0]))
-            (pairs.__setitem__(producer[0], name) if producer else orphans.append(name))
+            if producer:
+                pairs[producer[0]] = name
+            else:
+                orphans.append(name)
         return hook
 
     handles = []
