@@ -18,7 +18,6 @@ Everything is a pure function of (seed, step), so a resumed run sees the same ba
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image, normalize
 from pinet_training.datasets import DatasetError, IQADataset
 from pinet_training.protocol import Split, make_split
+from pinet_training.synth_manifest import ManifestError, manifest_path, read_manifest_rows
 
 STREAM_EPOCH_ORDER, STREAM_AUGMENT = 11, 12
 SYNTHETIC_NOTE = ("synthetic pseudo-MOS set: split by the manifest's own split column; the val references "
@@ -45,13 +45,13 @@ class RoundSplit:
 
 def synthetic_split(dataset: IQADataset) -> RoundSplit:
     """Train/val by the synthetic manifest's ``split`` column (references never cross)."""
-    manifest = Path(dataset.root) / "manifest.csv"
-    with open(manifest, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if "split" not in (reader.fieldnames or []):
-            raise DatasetError(manifest, "has no 'split' column (train/val by reference), which fine-tuning on "
-                                         "the synthetic set needs; regenerate it with `pinet data synth`")
-        split_of_file = {(Path(dataset.root) / row["file"]).as_posix(): row["split"] for row in reader}
+    manifest = manifest_path(dataset.root)
+    try:
+        rows = read_manifest_rows(dataset.root, ("file", "split"))
+    except ManifestError as err:
+        raise DatasetError(manifest, f"{err.problem}; fine-tuning on the synthetic set needs its 'split' column "
+                                     "(train/val by reference): regenerate it with `pinet data synth`") from None
+    split_of_file = {(Path(dataset.root) / row["file"]).as_posix(): row["split"] for row in rows}
     train, val = [], []
     for index, sample in enumerate(dataset.samples):
         which = split_of_file.get(Path(sample.path).as_posix())

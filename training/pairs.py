@@ -20,18 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pinet_runtime.errors import PinetError
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image, make_crops, normalize
-from pinet_training.synth_manifest import MANIFEST_NAME, read_manifest
+from pinet_training.synth_manifest import ManifestError, manifest_path, read_manifest
 
 # Pseudo scores closer than this are treated as a tie and never paired (see docs/experiments.md).
 DEFAULT_MARGIN = 0.05
 # Separate random streams (engine.step_rng's ``stream``) so batch choice and augmentation never correlate.
 STREAM_EPOCH_ORDER, STREAM_AUGMENT, STREAM_VAL_PAIRS = 1, 2, 3
-
-
-class ManifestError(PinetError):
-    """The data folder's manifest is missing or malformed; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -47,12 +42,9 @@ class PairItem:
 
 def read_pair_items(data_dir: str | Path) -> list[PairItem]:
     """Read ``<data_dir>/manifest.csv`` (the format `pinet data synth` writes) for pair sampling."""
-    try:
-        rows = read_manifest(data_dir)
-    except ValueError as err:
-        raise ManifestError(str(err)) from None
+    rows = read_manifest(data_dir)
     if not rows:
-        raise ManifestError(f"{Path(data_dir) / MANIFEST_NAME}: the manifest lists no images")
+        raise ManifestError(manifest_path(data_dir), "the manifest lists no images")
     return [PairItem(file=row.file, reference=row.reference, class_index=row.class_index,
                      pseudo_score=row.pseudo_score, split=row.split) for row in rows]
 

@@ -32,6 +32,7 @@ from pinet_training.pairs import (
     load_val_pair_batch,
     read_pair_items,
 )
+from pinet_training.synth_manifest import manifest_path
 
 BEST_METRIC = "val_rank_accuracy"
 DEFAULT_EPOCHS = 3                    # when neither --epochs nor --steps is given
@@ -186,7 +187,7 @@ def prepare(settings: PretrainSettings) -> PreparedPretraining:
         notes.append("no validation pairs (no val references with pairs above the margin): "
                      "best.safetensors will not be written")
 
-    manifest = Path(settings.data_dir) / "manifest.csv"
+    manifest = manifest_path(settings.data_dir)
     info = {"data_dir": str(Path(settings.data_dir).resolve()), "init": init, "init_requested": settings.init,
             "device": str(device), "threads": threads, "workers": settings.workers, "total_steps": total_steps,
             "steps_per_epoch": batches.steps_per_epoch, "train_pairs_per_epoch": len(train_sampler),

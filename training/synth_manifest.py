@@ -19,8 +19,10 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from pinet.config import DISTORTION_CLASSES
+from pinet_runtime.errors import PinetError
 from pinet_runtime.files import write_text_atomic
 
 MANIFEST_NAME = "manifest.csv"
@@ -40,6 +42,10 @@ def split_of(reference_stem: str, val_fraction: float) -> str:
     """The split of a reference under SPLIT_RULE."""
     bucket = int(hashlib.sha256(reference_stem.encode("utf-8")).hexdigest()[:8], 16) / 2 ** 32
     return "val" if bucket < val_fraction else "train"
+
+
+class ManifestError(PinetError):
+    """The data folder's manifest is missing or malformed; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -65,22 +71,41 @@ def write_manifest(data_dir: Path, rows: list[dict]) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({column: row[column] for column in MANIFEST_COLUMNS})
-    path = data_dir / MANIFEST_NAME
-    write_text_atomic(path, buffer.getvalue())
-    return path
+    return write_text_atomic(manifest_path(data_dir), buffer.getvalue())
+
+
+def manifest_path(data_dir: str | os.PathLike) -> Path:
+    return Path(data_dir) / MANIFEST_NAME
+
+
+def read_manifest_rows(data_dir: str | os.PathLike,
+                       columns: Sequence[str] = MANIFEST_COLUMNS) -> list[dict[str, str]]:
+    """The rows of ``<data_dir>/manifest.csv`` as dicts (names and values stripped), in file order, so
+    row i is on line i + 2. Only ``columns`` must be present: a manifest made by another tool may
+    carry just the ones its reader needs. ManifestError names the file and the problem."""
+    path = manifest_path(data_dir)
+    if not path.is_file():
+        raise ManifestError(path, f"no manifest (run `pinet data synth --out {data_dir}` first)")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = [name.strip() for name in reader.fieldnames or ()]
+            missing = [name for name in columns if name not in header]
+            if missing:
+                raise ManifestError(path, f"header {header} is not a manifest's: it lacks {missing}")
+            return [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    except UnicodeDecodeError as err:
+        raise ManifestError(path, f"is not UTF-8 text ({err.reason})") from None
+    except csv.Error as err:
+        raise ManifestError(path, f"is not a valid CSV file ({err})") from None
 
 
 def read_manifest(data_dir: str | os.PathLike) -> list[SynthItem]:
-    """Read ``<data_dir>/manifest.csv``; ValueError naming the file and line on any problem."""
+    """Every row of the manifest `pinet data synth` writes, checked; ManifestError naming the file and line."""
     root = Path(data_dir).resolve()
-    path = root / MANIFEST_NAME
-    if not path.is_file():
-        raise ValueError(f"{path}: no manifest (run `pinet data synth --out {data_dir}` first)")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-            raise ValueError(f"{path}: header {reader.fieldnames} is not {list(MANIFEST_COLUMNS)}")
-        return [_parse_row(row, root, f"{path}:{reader.line_num}") for row in reader]
+    rows = read_manifest_rows(root)
+    path = manifest_path(root)
+    return [_parse_row(row, root, f"{path}:{line}") for line, row in enumerate(rows, start=2)]
 
 
 def _parse_row(row: dict, root: Path, where: str) -> SynthItem:
@@ -91,7 +116,7 @@ def _parse_row(row: dict, root: Path, where: str) -> SynthItem:
             class_index=int(row["class_index"]), level=int(row["level"]), seed=int(row["seed"]),
             pseudo_score=float(row["pseudo_score"]), split=row["split"])
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: malformed row ({err})") from None
+        raise ManifestError(where, f"malformed row ({err})") from None
     problems = []
     if item.distortion_class not in DISTORTION_CLASSES or DISTORTION_CLASSES.index(item.distortion_class) != item.class_index:
         problems.append(f"class {item.distortion_class!r}/{item.class_index} does not match DISTORTION_CLASSES")
@@ -102,9 +127,9 @@ def _parse_row(row: dict, root: Path, where: str) -> SynthItem:
     if item.split not in SPLITS:
         problems.append(f"split {item.split!r} is not one of {SPLITS}")
     if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems))
+        raise ManifestError(where, "; ".join(problems))
     return item
 
 
-__all__ = ["MANIFEST_NAME", "MANIFEST_COLUMNS", "SPLIT_RULE", "SPLITS", "SynthItem", "split_of",
-           "read_manifest", "write_manifest"]
+__all__ = ["MANIFEST_NAME", "MANIFEST_COLUMNS", "SPLIT_RULE", "SPLITS", "SynthItem", "ManifestError", "split_of",
+           "manifest_path", "read_manifest", "read_manifest_rows", "write_manifest"]

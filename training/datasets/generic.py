@@ -9,9 +9,9 @@ from pinet_training.datasets.common import (
     DatasetError, IQADataset, ScoreScale, make_dataset, parse_float, require_file, require_root,
 )
 from pinet_training.datasets.tables import read_csv_table
+from pinet_training.synth_manifest import MANIFEST_NAME, ManifestError, read_manifest_rows
 
 GENERIC_CSV_NAME = "scores.csv"
-SYNTHETIC_MANIFEST_NAME = "manifest.csv"
 CSV_ROLES = ("train", "anchor")
 PSEUDO_SCORE_SCALE = ScoreScale(low=0.0, high=1.0, higher_is_better=True, label="pseudo-MOS (0-1)")
 
@@ -77,7 +77,11 @@ def load_synthetic(root: Path | str) -> IQADataset:
     reference and pseudo_score (0-1, higher is better) are needed here; the split column is
     optional and ignored (the protocol makes its own splits by reference)."""
     root = require_root(root, "synthetic pseudo-MOS")
-    labels = require_file(root, [SYNTHETIC_MANIFEST_NAME], "synthetic-set manifest")
+    labels = require_file(root, [MANIFEST_NAME], "synthetic-set manifest")
+    try:
+        table = read_manifest_rows(root, ("file", "reference", "pseudo_score"))
+    except ManifestError as err:
+        raise DatasetError(err.subject, err.problem) from None
     rows = [(root / row["file"], parse_float(row["pseudo_score"], labels, line), row["reference"])
-            for line, row in enumerate(read_csv_table(labels, ["file", "reference", "pseudo_score"]), start=2)]
+            for line, row in enumerate(table, start=2)]
     return make_dataset("synthetic", root, rows, PSEUDO_SCORE_SCALE, "synthetic", labels)
