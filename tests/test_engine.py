@@ -20,9 +20,9 @@ from pinet_training.engine import (
     optimizer_state_from_tensors,
     optimizer_state_to_tensors,
     select_device,
-    step_rng,
     steps_for,
 )
+from pinet_training.seeding import step_rng
 
 PREP = Preprocessing(crop_size=32, resize_short_side=40)
 SETTINGS = {"seed": 1, "batch_size": 2, "lr": 1e-3}

@@ -3,10 +3,9 @@
 The API is small on purpose (stage-1 pre-training and stage-2 fine-tuning both use it):
 
 - :func:`select_device`, :func:`configure_threads`, :func:`make_deterministic` - where and how to run;
-- :func:`step_rng` - the determinism scheme. Every step's batch and augmentation are a pure
-  function of ``(seed, step)`` instead of draws from a running random stream, so a run that is
-  killed and resumed from a checkpoint at step k sees exactly the batches an uninterrupted run
-  sees from step k on. Nothing random needs to be saved besides the seed;
+- the determinism scheme is :func:`pinet_training.seeding.step_rng`: every step's batch and
+  augmentation are a pure function of ``(seed, step)``, so a resumed run sees the batches an
+  uninterrupted one sees;
 - :class:`StepBatches` - a torch Dataset whose item ``i`` is the whole batch of step
   ``first_step + i`` (use it with ``DataLoader(batch_size=None)``; workers stay deterministic);
 - :class:`TrainingRun` - model + optimizer + preprocessing + settings + :class:`TrainingState`, with
@@ -28,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
 import torch
 
 from pinet.checkpoint import CheckpointError, load_checkpoint, read_header, save_checkpoint
@@ -72,7 +70,8 @@ def configure_threads(threads: int | None) -> int:
 def make_deterministic(seed: int) -> None:
     """Seed torch (model init) and ask for deterministic kernels (bit-equal CPU reruns).
 
-    Batches and augmentation do not depend on these seeds: they come from :func:`step_rng`.
+    Batches and augmentation do not depend on these seeds: they come from
+    :func:`pinet_training.seeding.step_rng`.
     """
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -83,16 +82,11 @@ def make_deterministic(seed: int) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:
-    """The random generator of one step; ``stream`` separates independent uses (batch, augment...)."""
-    return np.random.default_rng([int(seed), int(stream), int(step)])
-
-
 class StepBatches(torch.utils.data.Dataset):
     """Item ``i`` = ``make_batch(first_step + i)``: the batch of one training step.
 
-    ``make_batch`` must be a pure function of the step (use :func:`step_rng`), which makes the
-    batches independent of worker count, worker scheduling and interruptions.
+    ``make_batch`` must be a pure function of the step (use :func:`pinet_training.seeding.step_rng`),
+    which makes the batches independent of worker count, worker scheduling and interruptions.
     """
 
     def __init__(self, make_batch: Callable[[int], object], first_step: int, total_steps: int):

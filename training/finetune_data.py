@@ -27,6 +27,7 @@ import numpy as np
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image, normalize
 from pinet_training.datasets import DatasetError, IQADataset
 from pinet_training.protocol import Split, make_split
+from pinet_training.seeding import step_rng
 from pinet_training.synth_manifest import ManifestError, manifest_path, read_manifest_rows
 
 STREAM_EPOCH_ORDER, STREAM_AUGMENT = 11, 12
@@ -101,8 +102,6 @@ class FinetuneBatches:
         self._cached_epoch: tuple[int, np.ndarray] | None = None   # per process, recomputable
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
-        from pinet_training.engine import step_rng
-
         if self._cached_epoch is None or self._cached_epoch[0] != epoch:
             entries = np.repeat(np.arange(len(self.paths)), self.crops_per_image)
             order = step_rng(self.seed, epoch, STREAM_EPOCH_ORDER).permutation(entries)
@@ -115,8 +114,6 @@ class FinetuneBatches:
 
     def __call__(self, step: int) -> dict:
         import torch
-
-        from pinet_training.engine import step_rng
 
         rng = step_rng(self.seed, step, STREAM_AUGMENT)
         size = self.prep.crop_size

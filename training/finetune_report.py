@@ -10,9 +10,10 @@ from pinet_runtime.errors import PinetError
 from pinet_runtime.files import write_json_atomic, write_text_atomic
 from pinet_training.datasets import IQADataset
 from pinet_training.evaluate import quality_metrics, score_images
+from pinet_training.seeding import step_rng
 
 BEST_METRIC = "val_srcc"
-STREAM_VAL_SUBSET = 7                  # engine.step_rng stream of the --val-max-images draw
+STREAM_VAL_SUBSET = 7                  # seeding.step_rng stream of the --val-max-images draw
 
 
 class FinetuneError(PinetError):
@@ -31,8 +32,6 @@ def validation_subset(val: tuple[int, ...], settings) -> tuple[int, ...]:
     """The val images that choose the epoch: all, or a fixed seeded subset of --val-max-images."""
     if settings.val_max_images is None or len(val) <= settings.val_max_images:
         return tuple(val)
-    from pinet_training.engine import step_rng
-
     chosen = step_rng(settings.seed, 0, STREAM_VAL_SUBSET).choice(len(val), settings.val_max_images, replace=False)
     return tuple(val[i] for i in sorted(chosen))
 
@@ -41,8 +40,6 @@ def mix_heldout_metrics(model, prepared, settings) -> dict | None:
     """The mix set's held-out images (a fixed seeded subset of --mix-eval-max-images), scored on ``model``."""
     if prepared.mix is None:
         return None
-    from pinet_training.engine import step_rng
-
     held_out = prepared.mix_split.split.test
     if len(held_out) > settings.mix_eval_max_images:
         chosen = step_rng(0, 0, STREAM_VAL_SUBSET).choice(len(held_out), settings.mix_eval_max_images, replace=False)

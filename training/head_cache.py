@@ -26,6 +26,7 @@ import numpy as np
 from pinet_runtime.errors import PinetError
 from pinet_runtime.files import atomic_path, write_text_atomic
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, preprocess
+from pinet_training.seeding import step_rng
 
 
 SCORE_FIELDS = ("score_name", "score_range", "higher_is_better")     # do not change a crop's pixels
@@ -33,8 +34,6 @@ SCORE_FIELDS = ("score_name", "score_range", "higher_is_better")     # do not ch
 
 def fixed_subset(indices: Sequence[int], count: int | None, stream: int) -> tuple[int, ...]:
     """A fixed seeded subset (sorted) of ``count`` of ``indices``; all of them when count is None or larger."""
-    from pinet_training.engine import step_rng
-
     if count is None or len(indices) <= count:
         return tuple(indices)
     chosen = step_rng(0, 0, stream).choice(len(indices), count, replace=False)
@@ -139,8 +138,6 @@ class CachedBatches:
         self.steps_per_epoch = -(-self.entries_per_epoch // self.batch_size)
 
     def _draw(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        from pinet_training.engine import step_rng
-
         epoch, within = divmod(step, self.steps_per_epoch)
         order = step_rng(self.seed, epoch, self.STREAM_ORDER).permutation(len(self.features))[:self.entries_per_epoch]
         images = order[within * self.batch_size:(within + 1) * self.batch_size]
@@ -149,8 +146,6 @@ class CachedBatches:
 
     def __call__(self, step: int) -> dict:
         import torch
-
-        from pinet_training.engine import step_rng
 
         images, crops = self._draw(step)
         parts = [np.asarray(self.features[images, crops])]

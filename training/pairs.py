@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image, make_crops, normalize
+from pinet_training.seeding import step_rng
 from pinet_training.synth_manifest import ManifestError, manifest_path, read_manifest
 
 # Pseudo scores closer than this are treated as a tie and never paired (see docs/experiments.md).
 DEFAULT_MARGIN = 0.05
-# Separate random streams (engine.step_rng's ``stream``) so batch choice and augmentation never correlate.
+# Separate random streams (seeding.step_rng's ``stream``) so batch choice and augmentation never correlate.
 STREAM_EPOCH_ORDER, STREAM_AUGMENT, STREAM_VAL_PAIRS = 1, 2, 3
 
 
@@ -127,8 +128,6 @@ class PairBatches:
         self._cached_epoch: tuple[int, np.ndarray] | None = None   # per-process cache, recomputable
 
     def _epoch(self, epoch: int) -> np.ndarray:
-        from pinet_training.engine import step_rng
-
         if self._cached_epoch is None or self._cached_epoch[0] != epoch:
             pairs = self.sampler.epoch_pairs(step_rng(self.seed, epoch, STREAM_EPOCH_ORDER))
             self._cached_epoch = (epoch, pairs)
@@ -139,8 +138,6 @@ class PairBatches:
         return self._epoch(epoch)[within * self.batch_size:(within + 1) * self.batch_size]
 
     def __call__(self, step: int) -> dict:
-        from pinet_training.engine import step_rng
-
         rng = step_rng(self.seed, step, STREAM_AUGMENT)
         return load_pair_batch(self.sampler.items, self.pairs_of_step(step), self.prep, rng)
 

@@ -116,9 +116,9 @@ def prepare(settings: PretrainSettings) -> PreparedPretraining:
         configure_threads,
         make_deterministic,
         select_device,
-        step_rng,
         steps_for,
     )
+    from pinet_training.seeding import step_rng
     from pinet_training.pairs import ManifestError
 
     if settings.variant not in list_models():
