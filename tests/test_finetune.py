@@ -18,8 +18,6 @@ from pinet.models import create_model
 from pinet_runtime.preprocess import Preprocessing
 from pinet_training.datasets import CsvScale, load_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = sorted((ROOT / "runtime" / "assets" / "samples").glob("*.jpg"))
 SCALE = CsvScale(low=0.0, high=11.0, higher_is_better=True)
 TINY = ["--variant", "pinet_lite0", "--backbone-init", "random", "--crop-size", "64", "--resize-short-side",
         "native", "--batch-size", "8", "--crops-per-image", "2", "--lr-backbone", "1e-3", "--lr-head", "1e-3",
@@ -31,8 +29,9 @@ def _cli(*args: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def replica(replicas, tmp_path_factory) -> Path:
-    return replicas.make_blur_replica(tmp_path_factory.mktemp("setA"), SAMPLES[:6], "setA", with_reference=True)
+def replica(replicas, tmp_path_factory, sample_photos) -> Path:
+    return replicas.make_blur_replica(tmp_path_factory.mktemp("setA"), sample_photos[:6], "setA",
+                                      with_reference=True)
 
 
 def _settings(replica: Path, out: Path, **changes):

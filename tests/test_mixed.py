@@ -17,8 +17,6 @@ from PIL import Image, ImageFilter
 from pinet.checkpoint import load_checkpoint, read_header
 from pinet_training.datasets import load_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = sorted((ROOT / "runtime" / "assets" / "samples").glob("*.jpg"))
 TINY = ["--variant", "pinet_lite0", "--backbone-init", "random", "--crop-size", "64", "--resize-short-side", "72",
         "--batch-size", "6", "--crops-per-image", "1", "--lr-backbone", "1e-3", "--lr-head", "1e-3",
         "--workers", "0", "--threads", "1", "--val-fraction", "0.25", "--no-progress"]
@@ -31,17 +29,17 @@ def _small(photo: Path, radius: float) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def clive_like(tmp_path_factory) -> Path:
+def clive_like(tmp_path_factory, sample_photos) -> Path:
     """scores.csv with path,score,score_std,role (MOS 0-100) + one anchor row, as in the shared folder."""
     root = tmp_path_factory.mktemp("clive")
     (root / "images").mkdir()
     rows = []
-    for index, photo in enumerate(SAMPLES[:6]):
+    for index, photo in enumerate(sample_photos[:6]):
         for level in range(3):
             name = f"images/{index}_{level}.jpg"
             _small(photo, 1.5 * level).save(root / name, quality=90)
             rows.append([name, f"{85 - 25 * level + index:.1f}", "12.0", "train"])
-    _small(SAMPLES[6], 0).save(root / "images" / "training_t1.jpg")
+    _small(sample_photos[6], 0).save(root / "images" / "training_t1.jpg")
     rows.append(["images/training_t1.jpg", "99.0", "10.0", "anchor"])
     with open(root / "scores.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([["path", "score", "score_std", "role"], *rows])
@@ -49,13 +47,13 @@ def clive_like(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory) -> Path:
+def synthetic(tmp_path_factory, sample_photos) -> Path:
     """A `pinet data synth`-style manifest: 4 references x 3 blur levels, split column by reference."""
     root = tmp_path_factory.mktemp("synth")
     header = ["file", "reference", "reference_file", "distortion", "distortion_class", "class_index", "level",
               "seed", "pseudo_score", "split"]
     rows = []
-    for index, photo in enumerate(SAMPLES[4:8]):
+    for index, photo in enumerate(sample_photos[4:8]):
         for level in range(3):
             file = f"images/ref{index}/blur_{level}.png"
             (root / file).parent.mkdir(parents=True, exist_ok=True)

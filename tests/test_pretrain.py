@@ -23,8 +23,6 @@ from pinet_training.pairs import (
     read_pair_items,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = sorted((ROOT / "runtime" / "assets" / "samples").glob("*.jpg"))
 COLUMNS = ["file", "reference", "reference_file", "distortion", "distortion_class", "class_index", "level",
            "seed", "pseudo_score", "split"]
 SMALL = ["--crop-size", "64", "--resize-short-side", "80", "--batch-size", "4", "--workers", "0",
@@ -44,12 +42,12 @@ def _distort(image: Image.Image, kind: str, level: int, rng: np.random.Generator
     return Image.fromarray((np.asarray(image, dtype=np.float32) * factor).astype(np.uint8))
 
 
-def make_tiny_data(folder: Path, references: int = 4, val_references: int = 1) -> Path:
+def make_tiny_data(photos: list[Path], folder: Path, references: int = 4, val_references: int = 1) -> Path:
     """References x (blur, noise, darken) x levels 1-2, short side 80; pseudo score falls with the level."""
     classes = {"blur": 0, "noise": 1, "darken": 4}
     rows = []
     rng = np.random.default_rng(0)
-    for r, photo in enumerate(SAMPLES[:references]):
+    for r, photo in enumerate(photos[:references]):
         reference = Image.open(photo).convert("RGB")
         reference = reference.resize((round(reference.width * 80 / reference.height), 80), Image.Resampling.BICUBIC)
         ref_name = f"ref{r}"
@@ -84,8 +82,8 @@ def restore_torch_globals():
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return make_tiny_data(tmp_path_factory.mktemp("synth"))
+def tiny_data(tmp_path_factory, sample_photos) -> Path:
+    return make_tiny_data(sample_photos, tmp_path_factory.mktemp("synth"))
 
 
 # ---------------------------------------------------------------------------------------------

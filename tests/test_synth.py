@@ -21,17 +21,16 @@ from pinet.config import DISTORTION_CLASSES
 from pinet_training.distortions import apply_distortion, get_distortion
 from pinet_training.synth import read_manifest
 
-SAMPLES = Path(__file__).resolve().parents[1] / "runtime" / "assets" / "samples"
 COLUMNS = ["file", "reference", "reference_file", "distortion", "distortion_class", "class_index", "level",
            "seed", "pseudo_score", "split"]
 TYPES = "gaussian_blur,jpeg,white_noise,pixelate"
 
 
-def _write_refs(folder: Path, count: int, size=(120, 90)) -> list[str]:
-    """Small real photos as PNG references; returns their stems."""
+def _write_refs(photos: list[Path], folder: Path, count: int, size=(120, 90)) -> list[str]:
+    """The first ``count`` photos, small, as PNG references; returns their stems."""
     folder.mkdir(parents=True, exist_ok=True)
     stems = []
-    for path in sorted(SAMPLES.glob("*.jpg"))[:count]:
+    for path in photos[:count]:
         with Image.open(path) as image:
             image.convert("RGB").resize(size, Image.Resampling.BICUBIC).save(folder / f"{path.stem}.png")
         stems.append(path.stem)
@@ -51,9 +50,9 @@ def _temp_files(out: Path) -> list[Path]:
     return [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_synth_end_to_end_bad_reference_and_resume(tmp_path):
+def test_synth_end_to_end_bad_reference_and_resume(tmp_path, sample_photos):
     refs, out = tmp_path / "refs", tmp_path / "out"
-    stems = _write_refs(refs, 3)
+    stems = _write_refs(sample_photos, refs, 3)
     (refs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
     (refs / "notes.txt").write_text("not an image, ignored")
     args = _synth_args(refs, out, "--types", TYPES, "--types-per-ref", "3", "--val-fraction", "0.5",
@@ -116,16 +115,16 @@ def test_synth_end_to_end_bad_reference_and_resume(tmp_path):
     assert info["counts"]["images"] == 45 and info["pseudo_score"]["formula"]
 
 
-def test_unknown_type_is_a_usage_error(tmp_path):
+def test_unknown_type_is_a_usage_error(tmp_path, sample_photos):
     refs = tmp_path / "refs"
-    _write_refs(refs, 1)
+    _write_refs(sample_photos, refs, 1)
     result = CliRunner().invoke(app, _synth_args(refs, tmp_path / "out", "--types", "jpeg,sepia"))
     assert result.exit_code == 2 and "sepia" in result.output
 
 
-def test_killed_run_resumes_to_a_complete_manifest_without_temp_files(tmp_path):
+def test_killed_run_resumes_to_a_complete_manifest_without_temp_files(tmp_path, sample_photos):
     refs, out = tmp_path / "refs", tmp_path / "out"
-    stems = _write_refs(refs, 6, size=(144, 96))
+    stems = _write_refs(sample_photos, refs, 6, size=(144, 96))
     command = [sys.executable, "-c", "from pinet.cli.app import main; main()",
                *_synth_args(refs, out, "--types", "all", "--types-per-ref", "25", "--workers", "1")]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
