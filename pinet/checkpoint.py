@@ -63,6 +63,8 @@ def read_header(path: str | Path) -> CheckpointHeader:
             raw = json.loads(handle.read(length))
     except (struct.error, ValueError, UnicodeDecodeError) as err:
         raise CheckpointError(path, f"not a safetensors file or corrupt header ({err})") from None
+    except OSError as err:
+        raise CheckpointError(path, f"cannot be read ({err.strerror or err})") from None
     meta = raw.pop("__metadata__", None) or {}
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(path, f"not a PINet checkpoint (format={meta.get('format')!r})")

@@ -42,6 +42,10 @@ class ResumeError(PinetError):
     """A checkpoint cannot continue this run; the message names the file and what differs."""
 
 
+class DeviceError(PinetError):
+    """The asked torch device cannot be used on this machine."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Where and how to run
 
@@ -49,9 +53,9 @@ class ResumeError(PinetError):
 def select_device(choice: str) -> torch.device:
     """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``; refuses CUDA that is absent."""
     if choice not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {choice!r}")
+        raise DeviceError(f"device must be auto, cpu or cuda, got {choice!r}")
     if choice == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device "
+        raise DeviceError("--device cuda was asked for, but torch sees no CUDA device "
                          f"(torch {torch.__version__}, built with CUDA: {torch.version.cuda is not None})")
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"

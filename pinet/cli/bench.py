@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from pinet.cli.common import EXIT_USAGE, fail, require_extra, stderr
+from pinet.cli.choices import BenchProvider
+from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, reported_errors, require_extra, stderr
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
@@ -33,7 +34,8 @@ def bench(
     precisions: str = typer.Option("torch,fp32,int8", "--precisions", help="Any of torch,fp32,int8,fp16"),
     batch: str = typer.Option("1,8", "--batch", help="Images per run (each is the contract's N crops)"),
     threads: str = typer.Option("1,2", "--threads", help="Intra-op thread counts"),
-    provider: str = typer.Option("cpu", "--provider", help="cpu or cuda"),
+    provider: BenchProvider = typer.Option(BenchProvider.cpu, "--provider", case_sensitive=False,
+                                           help="onnxruntime execution provider"),
     repeats: int = typer.Option(20, "--repeats", min=1, help="Timed runs per row"),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed runs before timing"),
     out: Path = typer.Option(Path("pinet-bench"), "--out", help="Folder for bench.json, bench.md, bench.png "
@@ -47,7 +49,7 @@ def bench(
     OUT/models (INT8 calibrated on the bundled sample photos); variants get untrained weights, which
     changes no timing. Inputs are real photo crops made by each model's preprocessing contract.
     """
-    from pinet_export.bench import BenchError, BenchSettings
+    from pinet_export.bench import BenchSettings, run_benchmark
 
     items = list(models or [])
     variant_names = _name_list(variants)
@@ -55,14 +57,14 @@ def bench(
         raise fail("name at least one model: a variant, a checkpoint, an .onnx file or --variants", EXIT_USAGE)
     if variant_names or any(not item.lower().endswith(".onnx") for item in items):
         require_extra("export", "bench")  # exporting checkpoints and building variants needs torch + onnx
-    try:
+    with reported_errors(EXIT_USAGE):
         settings = BenchSettings(precisions=tuple(_name_list(precisions.lower())),
                                  batches=_int_list(batch, "--batch"), threads=_int_list(threads, "--threads"),
-                                 provider=provider.lower(), repeats=repeats, warmup=warmup, out_dir=out,
+                                 provider=provider.value, repeats=repeats, warmup=warmup, out_dir=out,
                                  profile_ops=profile_ops, matmul_size=matmul_size)
-    except BenchError as err:
-        raise fail(str(err), EXIT_USAGE) from None
-    report = _run(items, variant_names, settings)
+    with reported_errors():
+        report = run_benchmark(items, variant_names, settings,
+                               progress=lambda message: stderr.print(f"[dim]{escape(message)}[/]", highlight=False))
     stderr.print(f"{sum(r['status'] == 'ok' for r in report['rows'])} rows measured, "
                  f"{sum(r['status'] == 'skipped' for r in report['rows'])} skipped, "
                  f"{sum(r['status'] == 'failed' for r in report['rows'])} failed; see {out / 'bench.md'}",
@@ -71,23 +73,5 @@ def bench(
 
     typer.echo(render_markdown(report))
     if any(r["status"] == "failed" for r in report["rows"]):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILURE)
 
-
-def _run(items: list[str], variant_names: list[str], settings) -> dict:
-    from pinet_export.bench import BenchError, run_benchmark
-    from pinet_export.convert import ExportError
-    from pinet_runtime.model_file import ModelFileError
-
-    errors: tuple = (BenchError, ModelFileError, ExportError)
-    try:
-        from pinet.checkpoint import CheckpointError
-
-        errors += (CheckpointError,)
-    except ImportError:
-        pass
-    try:
-        return run_benchmark(items, variant_names, settings,
-                             progress=lambda message: stderr.print(f"[dim]{escape(message)}[/]", highlight=False))
-    except errors as err:
-        raise fail(str(err)) from None

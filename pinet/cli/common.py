@@ -1,14 +1,16 @@
-"""Helpers shared by CLI modules: extras checks, consoles and exit codes."""
+"""Helpers shared by CLI modules: extras checks, consoles, exit codes and the one error handler."""
 
 from __future__ import annotations
 
 import importlib.util
+from contextlib import contextmanager
+from typing import Iterator
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_FAILURE, EXIT_USAGE = 1, 2
 # soft_wrap: error messages stay on one line so file names and hints are never split.
 stderr = Console(stderr=True, soft_wrap=True)
 
@@ -36,3 +38,15 @@ def fail(message: str, code: int = EXIT_FAILURE) -> "typer.Exit":
     """Print an error to stderr and return the Exit to raise."""
     stderr.print(f"[red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
+
+
+@contextmanager
+def reported_errors(code: int = EXIT_FAILURE) -> Iterator[None]:
+    """The toolkit's own errors (PinetError: they name the file or option and the problem) become one
+    red line and exit ``code``; any other exception is a bug and keeps its traceback."""
+    from pinet_runtime.errors import PinetError
+
+    try:
+        yield
+    except PinetError as err:
+        raise fail(str(err), code) from None

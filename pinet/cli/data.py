@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, require_extra, stderr
+from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, reported_errors, require_extra, stderr
 
 app = typer.Typer(help="Build training data (synthetic distortions, pseudo-subjective scores).", no_args_is_help=True)
 
@@ -65,8 +65,9 @@ def synth(
                              types_per_ref=min(types_per_ref or DEFAULT_TYPES_PER_REF, len(type_names)),
                              seed=seed, metric_short_side=metric_short_side or None, val_fraction=val_fraction)
     worker_count = workers or max(1, min(2, os.cpu_count() or 1))
-    with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), TextColumn("{task.description}"), console=stderr, transient=False) as bar:
+    with reported_errors(), Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                     TimeRemainingColumn(), TextColumn("{task.description}"), console=stderr,
+                                     transient=False) as bar:
         task = bar.add_task("", total=None)
 
         def started(pending: int) -> None:

@@ -8,21 +8,21 @@ from typing import Optional
 
 import typer
 
-from pinet.cli.common import fail, require_extra, stderr
+from pinet.cli.choices import DatasetName, Device, EvalSplit
+from pinet.cli.common import fail, reported_errors, require_extra, stderr
 
 
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="A stage-2 checkpoint (e.g. RUN/best.safetensors)"),
-    dataset: str = typer.Option(..., "--dataset", help="koniq10k, clive, spaq, kadid10k, live, csiq, tid2013, "
-                                "csv or synthetic"),
+    dataset: DatasetName = typer.Option(..., "--dataset", case_sensitive=False, help="The dataset's name"),
     root: Path = typer.Option(..., "--root", help="Dataset root in its published layout"),
-    split: str = typer.Option("test", "--split", help="test: the test split recorded by `pinet train finetune` "
-                              "(same dataset only); all: every image (cross-dataset test)"),
+    split: EvalSplit = typer.Option(EvalSplit.test, "--split", help="test: the test split recorded by `pinet train "
+                                    "finetune` (same dataset only); all: every image (cross-dataset test)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for eval.json, report.json, report.md "
                                        "(default: CKPT's folder/eval_<dataset>_<split>)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass (default: the "
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per forward pass (default: the "
                                              "one fine-tuning used, so its test SRCC is reproduced exactly)"),
-    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda"),
+    device: Device = typer.Option(Device.cpu, "--device", help="Where torch runs (auto: CUDA when available)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all CPUs)"),
     csv_range: Optional[str] = typer.Option(None, "--csv-range", help="--dataset csv: native score range LOW,HIGH"),
     csv_lower_is_better: bool = typer.Option(False, "--csv-lower-is-better", help="--dataset csv: lower is better"),
@@ -30,35 +30,31 @@ def evaluate(
     include_anchors: bool = typer.Option(False, "--include-anchors", help="csv/clive: also score role=anchor rows"),
 ) -> None:
     """Evaluate a checkpoint: SRCC, KRCC, PLCC, RMSE over the contract's fixed crops."""
-    if split not in ("test", "all"):
-        raise fail(f"--split must be test or all, got {split!r}", code=2)
     require_extra("train", "eval")
-    from pinet.checkpoint import CheckpointError, read_header
+    from pinet.checkpoint import read_header
     from pinet.cli.finetune import csv_scale_from_options
-    from pinet_training.datasets import DatasetError, load_dataset
+    from pinet_training.datasets import load_dataset
     from pinet_training.engine import configure_threads, select_device
-    from pinet_training.evaluate import DEFAULT_EVAL_BATCH, EvaluationError, evaluate_checkpoint, write_evaluation
+    from pinet_training.evaluate import DEFAULT_EVAL_BATCH, evaluate_checkpoint, write_evaluation
 
-    scale = csv_scale_from_options(dataset, csv_range, csv_lower_is_better, csv_label)
-    try:
+    scale = csv_scale_from_options(dataset.value, csv_range, csv_lower_is_better, csv_label)
+    with reported_errors():
         header = read_header(checkpoint)
         if header.stage != 2:
             raise fail(f"{checkpoint}: is a stage-{header.stage} checkpoint; `pinet eval` needs a fine-tuned "
                        "(stage-2) one")
-        data = load_dataset(dataset, root, csv_scale=scale, include_anchors=include_anchors)
+        data = load_dataset(dataset.value, root, csv_scale=scale, include_anchors=include_anchors)
         recorded = (header.training.get("test") or {}).get("eval_batch_size")
         size = batch_size or recorded or DEFAULT_EVAL_BATCH
         configure_threads(threads)
-        chosen_device = select_device(device)
-        evaluation = evaluate_checkpoint(checkpoint, data, split, size, str(chosen_device))
-    except (CheckpointError, DatasetError, EvaluationError, ValueError) as err:
-        raise fail(str(err)) from None
-    out_dir = out or checkpoint.resolve().parent / f"eval_{data.name}_{split}"
+        chosen_device = select_device(device.value)
+        evaluation = evaluate_checkpoint(checkpoint, data, split.value, size, str(chosen_device))
+    out_dir = out or checkpoint.resolve().parent / f"eval_{data.name}_{split.value}"
     json_path, md_path = write_evaluation(evaluation, out_dir)
     m = evaluation.metrics
     kind = "cross-dataset" if evaluation.cross_dataset else "within-dataset"
     stderr.print(f"{kind}: trained on {evaluation.train_dataset or 'unknown'}, tested on {data.name} "
-                 f"({split}, {m['n']} images): SRCC {m['srcc']:.4f} KRCC {m['krcc']:.4f} PLCC {m['plcc']:.4f} "
+                 f"({split.value}, {m['n']} images): SRCC {m['srcc']:.4f} KRCC {m['krcc']:.4f} PLCC {m['plcc']:.4f} "
                  f"RMSE {m['rmse']:.4f}", highlight=False)
     for problem in evaluation.problems:
         stderr.print(f"[yellow]skipped:[/] {problem}", highlight=False)

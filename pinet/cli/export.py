@@ -11,7 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from pinet.cli.common import EXIT_USAGE, fail, require_extra, stderr
+from pinet.cli.choices import CalibrationMethod, Int8Target
+from pinet.cli.common import EXIT_USAGE, fail, reported_errors, require_extra, stderr
 
 DEFAULT_MODEL_NAME = "default.safetensors"
 # The project's shared real photos, used when present (development machines and CI): pristine
@@ -50,11 +51,12 @@ def export(
                                                "sample photos, plus ../shared/data/pristine when present)"),
     calib_count: int = typer.Option(256, "--calib-count", min=1, help="Calibration crops to use"),
     calib_photos: int = typer.Option(48, "--calib-photos", min=1, help="At most this many calibration photos"),
-    calib_method: str = typer.Option("minmax", "--calib-method", help="minmax | entropy | percentile"),
-    int8_target: str = typer.Option("portable", "--int8-target",
-                                    help="portable (7-bit weights: the same scores on every CPU, with or without "
-                                         "VNNI, and ARM) | this-cpu (full 8-bit weights when this CPU has VNNI; "
-                                         "such a file can saturate on CPUs without VNNI)"),
+    calib_method: CalibrationMethod = typer.Option(CalibrationMethod.minmax, "--calib-method",
+                                                   help="onnxruntime's calibration method for INT8 ranges"),
+    int8_target: Int8Target = typer.Option(Int8Target.portable, "--int8-target",
+                                           help="portable (7-bit weights: the same scores on every CPU, with "
+                                                "or without VNNI, and ARM) | this-cpu (full 8-bit weights when this "
+                                                "CPU has VNNI; such a file can saturate on CPUs without VNNI)"),
     accuracy_search: bool = typer.Option(True, "--accuracy-search/--no-accuracy-search",
                                          help="Keep the fewest score-sensitive nodes in FP32 until INT8 follows "
                                               "FP32 on the calibration photos"),
@@ -67,44 +69,33 @@ def export(
 ) -> None:
     """Export a stage-2 checkpoint to ONNX (FP32, optional INT8/FP16), validate it and write a report."""
     require_extra("export", "export")
-    from pinet.checkpoint import CheckpointError
     from pinet_export.api import run_export
-    from pinet_export.config import CALIBRATION_METHODS, INT8_TARGETS, ExportSettings, parse_batch
-    from pinet_export.convert import ExportError
+    from pinet_export.config import ExportSettings, parse_batch
 
     if checkpoint is None:
-        try:
+        with reported_errors():
             checkpoint = bundled_default_model()
-        except CheckpointError as err:
-            raise fail(str(err)) from None
         if checkpoint is None:
             raise fail("no bundled default model in this install; pass a checkpoint", EXIT_USAGE)
-    if calib_method not in CALIBRATION_METHODS:
-        raise fail(f"--calib-method must be one of {', '.join(CALIBRATION_METHODS)}, got {calib_method!r}", EXIT_USAGE)
-    if int8_target not in INT8_TARGETS:
-        raise fail(f"--int8-target must be one of {', '.join(INT8_TARGETS)}, got {int8_target!r}", EXIT_USAGE)
     for directory in calib or []:
         if not directory.is_dir():
             raise fail(f"--calib {directory}: not a directory", EXIT_USAGE)
     try:
         fixed_batch = parse_batch(batch)
-    except ValueError as err:
+    except ValueError as err:  # a user string that is neither 'dynamic' nor a batch size
         raise fail(str(err), EXIT_USAGE) from None
     calib_dirs = tuple(calib) if calib else default_calibration_dirs()
     settings = ExportSettings(out_dir=out, quantize=quantize, fp16=fp16, calib_dirs=calib_dirs,
-                              calib_count=calib_count, calib_photos=calib_photos, calib_method=calib_method,
-                              int8_target=int8_target, accuracy_search=accuracy_search, search_photos=search_photos,
+                              calib_count=calib_count, calib_photos=calib_photos, calib_method=calib_method.value,
+                              int8_target=int8_target.value, accuracy_search=accuracy_search, search_photos=search_photos,
                               max_fp32_nodes=max_fp32_nodes, opset=opset, batch=fixed_batch, validate=not no_validate,
                               validation_dirs=tuple(d for d in (PRISTINE_DIR, CAMERA_DIR) if d.is_dir()))
-    try:
-        with stderr.status("exporting") as status:
-            def progress(message: str) -> None:
-                stderr.print(f"[cyan]•[/] {message}", highlight=False)
-                status.update(message)
+    with reported_errors(), stderr.status("exporting") as status:
+        def progress(message: str) -> None:
+            stderr.print(f"[cyan]•[/] {message}", highlight=False)
+            status.update(message)
 
-            outcome = run_export(checkpoint, settings, progress)
-    except (CheckpointError, ExportError) as err:
-        raise fail(str(err)) from None
+        outcome = run_export(checkpoint, settings, progress)
     for precision, path in outcome.files.items():
         stderr.print(f"[green]✓[/] {precision}: {path}", highlight=False)
     for problem in outcome.failures + outcome.report.get("skipped_steps", []):

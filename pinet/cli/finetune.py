@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from pinet.cli.common import fail, require_extra, stderr
+from pinet.cli.choices import BackboneInit, DatasetName, Device, EvalEngine, Loss
+from pinet.cli.common import EXIT_USAGE, fail, reported_errors, require_extra, stderr
 
 
 def csv_scale_from_options(dataset: str, csv_range: Optional[str], csv_lower_is_better: bool,
@@ -17,35 +18,35 @@ def csv_scale_from_options(dataset: str, csv_range: Optional[str], csv_lower_is_
 
     if dataset.strip().lower() != "csv":
         if csv_range is not None or csv_lower_is_better or csv_label is not None:
-            raise fail("--csv-range, --csv-label and --csv-lower-is-better only apply to --dataset csv", code=2)
+            raise fail("--csv-range, --csv-label and --csv-lower-is-better only apply to --dataset csv", EXIT_USAGE)
         return None
     if csv_range is None:
         raise fail("--dataset csv needs --csv-range LOW,HIGH (and --csv-lower-is-better if lower scores are better)",
-                   code=2)
+                   EXIT_USAGE)
     try:
         low, high = (float(part) for part in csv_range.split(","))
     except ValueError:
-        raise fail(f"--csv-range must be LOW,HIGH (two numbers), got {csv_range!r}", code=2) from None
+        raise fail(f"--csv-range must be LOW,HIGH (two numbers), got {csv_range!r}", EXIT_USAGE) from None
     if not high > low:
-        raise fail(f"--csv-range needs HIGH > LOW, got {csv_range!r}", code=2)
+        raise fail(f"--csv-range needs HIGH > LOW, got {csv_range!r}", EXIT_USAGE)
     label = (csv_label or "score").strip()
     if not label or "(" in label:
-        raise fail(f"--csv-label must be a short name such as MOS or DMOS, got {csv_label!r}", code=2)
+        raise fail(f"--csv-label must be a short name such as MOS or DMOS, got {csv_label!r}", EXIT_USAGE)
     return CsvScale(low=low, high=high, higher_is_better=not csv_lower_is_better, label=label)
 
 
 def finetune(
-    dataset: str = typer.Option(..., "--dataset", help="koniq10k, clive, spaq, kadid10k, live, csiq, tid2013, "
-                                "csv or synthetic (the stage-1 set made by `pinet data synth`); clive reads the "
-                                "release's .mat layout or a scores.csv (path,score,role; MOS 0-100)"),
+    dataset: DatasetName = typer.Option(..., "--dataset", case_sensitive=False, help="synthetic is the stage-1 "
+                                        "set made by `pinet data synth`; clive reads the release's .mat layout or "
+                                        "a scores.csv (path,score,role; MOS 0-100)"),
     root: Path = typer.Option(..., "--root", help="Dataset root in its published layout (csv: the CSV or its folder)"),
     out: Path = typer.Option(..., "--out", help="Run folder: log.jsonl, last/best.safetensors, results.json/.md"),
     init: str = typer.Option("none", "--init", help="Stage-1 checkpoint whose shared tensors start the model, "
                              "or 'none' for a fresh model (measures what pre-training adds)"),
     variant: Optional[str] = typer.Option(None, "--variant", help="pinet_lite0, pinet_r18 or pinet_r50 (needed "
                                           "with --init none; otherwise must match the checkpoint)"),
-    backbone_init: str = typer.Option("auto", "--backbone-init", help="With --init none: auto (ImageNet if on "
-                                      "this machine, else random), imagenet or random"),
+    backbone_init: BackboneInit = typer.Option(BackboneInit.auto, "--backbone-init", help="With --init none: auto "
+                                               "(ImageNet if on this machine, else random), imagenet or random"),
     csv_range: Optional[str] = typer.Option(None, "--csv-range", help="--dataset csv: native score range LOW,HIGH"),
     csv_lower_is_better: bool = typer.Option(False, "--csv-lower-is-better", help="--dataset csv: lower is better"),
     csv_label: Optional[str] = typer.Option(None, "--csv-label", help="--dataset csv: what the score is called "
@@ -53,8 +54,9 @@ def finetune(
                                             "e.g. 'MOS/100 (clive)'"),
     include_anchors: bool = typer.Option(False, "--include-anchors", help="csv/clive: also use role=anchor rows "
                                          "(left out of training and evaluation by default)"),
-    mix_dataset: Optional[str] = typer.Option(None, "--mix-dataset", help="A second dataset trained on at once "
-                                              "(e.g. synthetic) with a ranking loss within it only"),
+    mix_dataset: Optional[DatasetName] = typer.Option(None, "--mix-dataset", case_sensitive=False,
+                                                      help="A second dataset trained on at once (e.g. synthetic) "
+                                                           "with a ranking loss within it only"),
     mix_root: Optional[Path] = typer.Option(None, "--mix-root", help="Root of --mix-dataset"),
     mix_per_batch: int = typer.Option(0, "--mix-per-batch", min=0, help="Crops of the mix set in each batch "
                                       "(the other --batch-size minus N are the primary set)"),
@@ -65,8 +67,9 @@ def finetune(
                                             "(fixed seeded subset) scored on each round's best checkpoint"),
     freeze_backbone_stages: int = typer.Option(0, "--freeze-backbone-stages", min=0, help="Keep the backbone's "
                                                "first K stages fixed (stem = 1; Lite0 has 8, ResNets 5)"),
-    eval_engine: str = typer.Option("torch", "--eval-engine", help="torch, or onnx: score validation/test with "
-                                    "onnxruntime FP32 of the same weights (~3x faster on CPU)"),
+    eval_engine: EvalEngine = typer.Option(EvalEngine.torch, "--eval-engine", help="torch, or onnx: score "
+                                           "validation/test with onnxruntime FP32 of the same weights (~3x faster "
+                                           "on CPU)"),
     channels_last: bool = typer.Option(False, "--channels-last", help="NHWC tensors in training (~2x faster "
                                        "on CPU for Lite0's depthwise convs)"),
     train_head_only: bool = typer.Option(False, "--train-head-only", help="Keep backbone + staircase of --init "
@@ -92,7 +95,7 @@ def finetune(
                                                       "validation images (default: all; the test split is always "
                                                       "scored whole)"),
     no_flip: bool = typer.Option(False, "--no-flip", help="No random horizontal flips"),
-    loss: str = typer.Option("l1", "--loss", help="l1 or mse, on the normalised 0-1 score"),
+    loss: Loss = typer.Option(Loss.l1, "--loss", help="On the normalised 0-1 score"),
     crop_size: Optional[int] = typer.Option(None, "--crop-size", help="Crop size (default: the init contract's, 224)"),
     resize_short_side: str = typer.Option("auto", "--resize-short-side", help="auto (the dataset's suggestion, "
                                           "e.g. KonIQ 384 = 512x384; native otherwise), native, or pixels"),
@@ -101,7 +104,7 @@ def finetune(
     seed: int = typer.Option(0, "--seed", help="Training seed (round r uses seed + r)"),
     split_seed: int = typer.Option(0, "--split-seed", help="Split seed (round r uses split-seed + r)"),
     rounds: int = typer.Option(1, "--rounds", help="Rounds of random 80/20 splits; median/mean reported"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    device: Device = typer.Option(Device.auto, "--device", help="Where torch runs (auto: CUDA when available)"),
     workers: int = typer.Option(2, "--workers", help="Background processes decoding images (0: none)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all CPUs)"),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Write last.safetensors every N steps"),
@@ -111,28 +114,22 @@ def finetune(
 ) -> None:
     """Stage-2 fine-tuning on a human-rated dataset; reports test SRCC/KRCC/PLCC/RMSE per round."""
     require_extra("train", "train finetune")
-    from pinet.checkpoint import CheckpointError
-    from pinet_training.datasets import DatasetError
-    from pinet_training.engine import ResumeError
-    from pinet_training.evaluate import EvaluationError
-    from pinet_training.finetune import FinetuneError, FinetuneSettings, run_finetune
+    from pinet_training.finetune import FinetuneSettings, run_finetune
 
     settings = FinetuneSettings(
-        dataset=dataset, root=root, out_dir=out, init=init, variant=variant, backbone_init=backbone_init,
-        csv_scale=csv_scale_from_options(dataset, csv_range, csv_lower_is_better, csv_label), epochs=epochs,
+        dataset=dataset.value, root=root, out_dir=out, init=init, variant=variant, backbone_init=backbone_init.value,
+        csv_scale=csv_scale_from_options(dataset.value, csv_range, csv_lower_is_better, csv_label), epochs=epochs,
         batch_size=batch_size, lr_backbone=lr_backbone, lr_head=lr_head, weight_decay=weight_decay,
         crops_per_image=crops_per_image, images_per_epoch=images_per_epoch, val_max_images=val_max_images,
-        flip=not no_flip, loss=loss, crop_size=crop_size,
+        flip=not no_flip, loss=loss.value, crop_size=crop_size,
         resize_short_side=resize_short_side, val_fraction=val_fraction, seed=seed, split_seed=split_seed,
-        rounds=rounds, device=device, workers=workers, threads=threads, checkpoint_every=checkpoint_every,
+        rounds=rounds, device=device.value, workers=workers, threads=threads, checkpoint_every=checkpoint_every,
         eval_batch_size=eval_batch_size, resume=resume, show_progress=progress, include_anchors=include_anchors,
-        mix_dataset=mix_dataset, mix_root=mix_root, mix_per_batch=mix_per_batch, mix_weight=mix_weight,
+        mix_dataset=mix_dataset.value if mix_dataset is not None else None, mix_root=mix_root, mix_per_batch=mix_per_batch, mix_weight=mix_weight,
         rank_weight=rank_weight, mix_eval_max_images=mix_eval_max_images,
-        freeze_backbone_stages=freeze_backbone_stages, train_on_all=train_on_all, eval_engine=eval_engine,
+        freeze_backbone_stages=freeze_backbone_stages, train_on_all=train_on_all, eval_engine=eval_engine.value,
         channels_last=channels_last, train_head_only=train_head_only, feature_cache=feature_cache,
         mix_train_images=mix_train_images)
-    try:
+    with reported_errors():
         _, results_path = run_finetune(settings, lambda line: stderr.print(line, highlight=False))
-    except (FinetuneError, DatasetError, ResumeError, CheckpointError, EvaluationError) as err:
-        raise fail(str(err)) from None
     stderr.print(f"done: {results_path} and {results_path.with_suffix('.md')}", highlight=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pinet.cli.common import fail
+from pinet.cli.common import reported_errors
 
 
 def checkpoint_card(path: Path) -> dict:
@@ -31,17 +31,13 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the card as JSON"),
 ) -> None:
     """Print the card of a checkpoint or ONNX model: variant, cost, preprocessing, stage, metrics."""
-    from pinet.checkpoint import CheckpointError
-
-    try:
+    with reported_errors():
         if file.suffix == ".onnx":
             from pinet_runtime.model_file import onnx_card
 
             card = onnx_card(file)
         else:
             card = checkpoint_card(file)
-    except (CheckpointError, ValueError, OSError) as err:
-        raise fail(str(err)) from None
     if as_json:
         typer.echo(json.dumps(card, indent=2, sort_keys=True))
         return

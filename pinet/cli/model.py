@@ -8,7 +8,7 @@ import typer
 
 from rich.markup import escape
 
-from pinet.cli.common import fail, require_extra, stderr
+from pinet.cli.common import EXIT_USAGE, fail, reported_errors, require_extra, stderr
 
 app = typer.Typer(help="Create PINet checkpoints.", no_args_is_help=True)
 
@@ -30,7 +30,7 @@ def create(
     from pinet.models import create_model, default_preprocessing, list_models
 
     if variant not in list_models():
-        raise fail(f"unknown variant {variant!r}; valid variants: {', '.join(list_models())}", 2)
+        raise fail(f"unknown variant {variant!r}; valid variants: {', '.join(list_models())}", EXIT_USAGE)
     torch.manual_seed(seed)
     used_init = init
     try:
@@ -42,7 +42,7 @@ def create(
                 model, used_init = create_model(variant, stage, init="random"), "random"
         else:
             model = create_model(variant, stage, init=init)
-    except (RuntimeError, FileNotFoundError, ValueError) as err:
+    except (RuntimeError, FileNotFoundError, ValueError) as err:  # how create_model reports bad weights or init
         raise fail(str(err)) from None
     save_checkpoint(out, model, default_preprocessing(variant),
                     training={"backbone_init": used_init, "seed": seed, "trained": False})
@@ -57,12 +57,10 @@ def pack(
 ) -> None:
     """Write a shippable copy of a checkpoint: weights and metadata only (no optimizer state)."""
     require_extra("train", "model pack")
-    from pinet.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+    from pinet.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 
-    try:
+    with reported_errors():
         loaded = load_checkpoint(checkpoint)
-    except CheckpointError as err:
-        raise fail(str(err)) from None
     training = {**loaded.header.training, "packed_from_sha256": file_sha256(checkpoint),
                 "storage": "float16" if half else "float32"}
     save_checkpoint(out, loaded.model, loaded.header.preprocessing, training=training, half_precision_storage=half)

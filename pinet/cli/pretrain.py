@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from pinet.cli.common import fail, require_extra, stderr
+from pinet.cli.choices import Device
+from pinet.cli.common import reported_errors, require_extra, stderr
 
 
 def pretrain(
@@ -30,7 +31,7 @@ def pretrain(
     crop_size: int = typer.Option(224, "--crop-size", help="Square training crop (pixels)"),
     resize_short_side: Optional[int] = typer.Option(None, "--resize-short-side",
                                                     help="Contract resize (default: the variant's, 384)"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    device: Device = typer.Option(Device.auto, "--device", help="Where torch runs (auto: CUDA when available)"),
     workers: int = typer.Option(2, "--workers", help="Background processes decoding images (0: none)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all CPUs)"),
     seed: int = typer.Option(0, "--seed", help="Seed for init, pair order, crops and val pairs"),
@@ -41,20 +42,16 @@ def pretrain(
 ) -> None:
     """Stage-1 pre-training: rank pairs of distorted images and classify their distortions."""
     require_extra("train", "train pretrain")
-    from pinet.checkpoint import CheckpointError
-    from pinet_training.engine import ResumeError
-    from pinet_training.pretrain import PretrainError, PretrainSettings, prepare, train
+    from pinet_training.pretrain import PretrainSettings, prepare, train
 
     settings = PretrainSettings(
         data_dir=data, variant=variant, out_dir=out, init=init, epochs=epochs, steps=steps, batch_size=batch_size,
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, rank_weight=rank_weight,
         distortion_weight=distortion_weight, margin=margin, crop_size=crop_size, resize_short_side=resize_short_side,
-        device=device, workers=workers, threads=threads, seed=seed, checkpoint_every=checkpoint_every,
+        device=device.value, workers=workers, threads=threads, seed=seed, checkpoint_every=checkpoint_every,
         resume=resume, val_pairs=val_pairs, show_progress=progress)
-    try:
+    with reported_errors():
         prepared = prepare(settings)
-    except (PretrainError, ResumeError, CheckpointError) as err:
-        raise fail(str(err)) from None
     for note in prepared.notes:
         stderr.print(f"[yellow]note:[/] {note}", highlight=False)
     info = prepared.run.info

@@ -21,7 +21,7 @@ import typer
 
 from rich.markup import escape
 
-from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, stderr
+from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, reported_errors, stderr
 
 # What a directory contributes: files with these suffixes (case-insensitive). Formats Pillow may
 # lack a plugin for (HEIC, AVIF) are included so that they are reported rather than skipped quietly.
@@ -177,19 +177,17 @@ def write_stdout(text: str) -> None:
 
 
 def _open_scorer(model: Path | None, provider: Provider, threads: int | None):
-    from pinet_runtime.model_file import ModelFileError, NoDefaultModelError
+    from pinet_runtime.errors import NoDefaultModelError
     from pinet_runtime.scorer import Scorer
 
     if model is not None and not model.exists():
         raise fail(f"model file {model} not found", EXIT_USAGE)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, reported_errors():
         warnings.simplefilter("always")
         try:
             scorer = Scorer(model, providers=provider.value, threads=threads)
-        except NoDefaultModelError as err:
+        except NoDefaultModelError as err:  # the install, not the model, is missing something: a usage error
             raise fail(str(err), EXIT_USAGE) from None
-        except ModelFileError as err:
-            raise fail(str(err)) from None
     for warning in caught:
         stderr.print(f"[yellow]warning:[/] {escape(str(warning.message))}", highlight=False)
     return scorer
@@ -239,12 +237,8 @@ def score(
 
     target = prepare_output(output) if output is not None else None
     scorer = _open_scorer(model, provider, threads)
-    from pinet_runtime.errors import ModelFileError
-
-    try:
+    with reported_errors():  # e.g. the model loaded but onnxruntime cannot run it: no image is to blame
         records = _score_all(scorer, files, batch_size)
-    except ModelFileError as err:  # the model loaded but onnxruntime cannot run it: no image is to blame
-        raise fail(str(err)) from None
     if sort:
         records = sort_records(records, scorer.higher_is_better)
     text = render(records, output_format, scorer.preprocessing.score_name)

@@ -30,6 +30,10 @@ class UnknownDatasetError(PinetError):
         super().__init__(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
 
 
+class DatasetOptionError(PinetError):
+    """An option that does not apply to the named dataset (csv_scale, include_anchors)."""
+
+
 ANCHOR_AWARE = ("csv", "clive")       # loaders with a role column whose anchor rows are optional
 
 
@@ -43,15 +47,15 @@ def load_dataset(name: str, root: Path | str, csv_scale: CsvScale | None = None,
     """
     key = name.strip().lower()
     if include_anchors and key not in ANCHOR_AWARE:
-        raise ValueError(f"include_anchors only applies to {' and '.join(ANCHOR_AWARE)}, not {name!r}")
+        raise DatasetOptionError(f"include_anchors only applies to {' and '.join(ANCHOR_AWARE)}, not {name!r}")
     if key == "csv":
         if csv_scale is None:
-            raise ValueError("the 'csv' dataset needs its score range and direction declared (csv_scale)")
+            raise DatasetOptionError("the 'csv' dataset needs its score range and direction declared (csv_scale)")
         return load_generic_csv(root, csv_scale, include_anchors=include_anchors)
     if key not in _LOADERS:
         raise UnknownDatasetError(name)
     if csv_scale is not None:
-        raise ValueError(f"csv_scale only applies to the 'csv' dataset, not {name!r}")
+        raise DatasetOptionError(f"csv_scale only applies to the 'csv' dataset, not {name!r}")
     if key == "clive":
         return load_clive(root, include_anchors=include_anchors)
     return _LOADERS[key](root)
