@@ -15,22 +15,19 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from pinet_runtime import metadata as keys
 from pinet_runtime.errors import ModelFileError, NoDefaultModelError  # noqa: F401 (public here too)
-from pinet_runtime.metadata import PRECISIONS, ModelMetadata  # noqa: F401
+from pinet_runtime.metadata import ModelMetadata
 from pinet_runtime.preprocess import Preprocessing
 
-# Written by export since the typed contract; optional on read (files exported before lack it).
-OPTIONAL_PARAMETERS_KEY = keys.PARAMETERS
 _INPUT_TYPES = ("tensor(float)", "tensor(float16)")
 _DEFAULT_MODEL_NAMES = {"fp32": "default.onnx", "int8": "default.int8.onnx"}
 
 
 # onnxruntime's load failures are its own Exception subclasses (not RuntimeError); the names vary a
 # little between releases, hence getattr.
-_ORT_LOAD_ERRORS = tuple(getattr(_ort_state, name) for name in (
+ORT_ERRORS = tuple(getattr(_ort_state, name) for name in (
     "Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NoModel", "NotFound",
     "NotImplemented", "RuntimeException", "EPFail", "EngineError", "ModelRequiresCompilation")
     if isinstance(getattr(_ort_state, name, None), type)) + (RuntimeError, ValueError, OSError)
-ORT_ERRORS = _ORT_LOAD_ERRORS
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,7 @@ def load_session(path: str | os.PathLike, options: ort.SessionOptions | None = N
     try:
         return ort.InferenceSession(str(path), sess_options=options,
                                     providers=providers or ["CPUExecutionProvider"])
-    except _ORT_LOAD_ERRORS as err:
+    except ORT_ERRORS as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(path, f"not an ONNX model onnxruntime can load ({first_line})") from None
 
