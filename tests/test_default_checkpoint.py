@@ -58,6 +58,7 @@ def _initializer(proto, name: str):
     return next(tensor for tensor in proto.graph.initializer if tensor.name == name)
 
 
+@pytest.mark.slow
 def test_rebuilt_model_scores_like_the_onnx_file_and_the_shipped_checkpoint(rebuilt, check_crops):
     model, prep, metadata = rebuilt
     onnx_scores = Scorer(BUNDLED_ONNX, providers="cpu").score_crops(check_crops)
@@ -76,6 +77,7 @@ def test_rebuilt_model_scores_like_the_onnx_file_and_the_shipped_checkpoint(rebu
     assert torch.allclose(torch.sqrt(norm.running_var + norm.eps), torch.ones_like(norm.running_var))
 
 
+@pytest.mark.slow
 def test_default_checkpoint_is_rebuilt_once_into_the_cache(tmp_path, monkeypatch, one_torch_thread):
     monkeypatch.setenv(rebuild.CACHE_ENV, str(tmp_path / "cache"))
     messages = []

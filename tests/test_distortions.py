@@ -59,6 +59,7 @@ def test_bad_arguments_are_refused_with_a_clear_message():
         apply_distortion(image.convert("L"), "jpeg", 1, seed=0)
 
 
+@pytest.mark.slow
 def test_levels_get_monotonically_worse_in_pseudo_score(samples_dir):
     ladders = {}
     for photo_name in PHOTOS:

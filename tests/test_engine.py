@@ -48,6 +48,7 @@ def _train_steps(run: TrainingRun, first: int, count: int) -> None:
         run.state.step = step + 1
 
 
+@pytest.mark.slow
 def test_resume_restores_weights_and_optimizer_exactly(tmp_path):
     run = _run(tmp_path)
     run.model.train()

@@ -36,6 +36,7 @@ def _eval(*args: str):
     return CliRunner().invoke(app, ["eval", *args, "--csv-range", "0,11", "--threads", "1"])
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_reported_test_srcc_exactly(trained, tmp_path):
     best = trained["run"] / "best.safetensors"
     outcome = _eval(str(best), "--dataset", "csv", "--root", str(trained["a"]), "--out", str(tmp_path / "e"))
@@ -50,6 +51,7 @@ def test_eval_reproduces_the_reported_test_srcc_exactly(trained, tmp_path):
     assert evaluated["train_dataset"] == evaluated["test_dataset"] == "setA" and not evaluated["cross_dataset"]
 
 
+@pytest.mark.slow
 def test_scores_are_the_mean_over_the_contract_crops(trained, tmp_path):
     """Independent recomputation: preprocess() + the model, mean over the 5 fixed crops."""
     best = trained["run"] / "best.safetensors"
@@ -67,6 +69,7 @@ def test_scores_are_the_mean_over_the_contract_crops(trained, tmp_path):
         assert image["prediction"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_cross_dataset_eval_names_both_datasets(trained, tmp_path):
     best = trained["run"] / "best.safetensors"
     outcome = _eval(str(best), "--dataset", "csv", "--root", str(trained["b"]), "--split", "all",
@@ -81,6 +84,7 @@ def test_cross_dataset_eval_names_both_datasets(trained, tmp_path):
     assert "train on setA" in markdown and "setB" in markdown
 
 
+@pytest.mark.slow
 def test_eval_refuses_a_test_split_it_cannot_reproduce(trained, tmp_path):
     best = trained["run"] / "best.safetensors"
     other = _eval(str(best), "--dataset", "csv", "--root", str(trained["b"]), "--out", str(tmp_path / "x"))
@@ -99,6 +103,7 @@ def test_eval_refuses_a_test_split_it_cannot_reproduce(trained, tmp_path):
                    for r in (other, none, wrong))
 
 
+@pytest.mark.slow
 def test_unreadable_image_is_skipped_and_named(trained, tmp_path):
     from pinet_training.evaluate import score_images
 

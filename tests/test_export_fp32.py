@@ -38,6 +38,7 @@ def exported(tmp_path_factory):
     return model, checkpoint, path
 
 
+@pytest.mark.slow
 def test_fp32_matches_torch_at_batch_1_and_5_on_real_photo_crops(exported, sample_photos):
     model, _, path = exported
     prep = _small_prep()
@@ -55,6 +56,7 @@ def test_fp32_matches_torch_at_batch_1_and_5_on_real_photo_crops(exported, sampl
         assert np.abs(got - expected).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_fp32_file_is_single_file_and_carries_every_metadata_key(exported):
     model, checkpoint, path = exported
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # no temp or external data left
@@ -71,6 +73,7 @@ def test_fp32_file_is_single_file_and_carries_every_metadata_key(exported):
     assert not any(key.startswith("onnxsim.") for key in meta)
 
 
+@pytest.mark.slow
 def test_tampered_file_without_metadata_is_rejected(exported, tmp_path):
     _, _, path = exported
     proto = onnx.load(str(path))
@@ -91,6 +94,7 @@ def test_tampered_file_without_metadata_is_rejected(exported, tmp_path):
     assert "tampered.onnx" in str(info.value) and keys.PREPROCESSING in str(info.value)
 
 
+@pytest.mark.slow
 def test_fixed_batch_export_declares_that_batch_and_keeps_parity(exported, tmp_path, sample_photos):
     model, checkpoint, _ = exported
     path = export_fp32(checkpoint, tmp_path / "fixed.onnx", batch="5")

@@ -94,6 +94,7 @@ def good_export(trained_checkpoint, tmp_path_factory):
     return out, outcome
 
 
+@pytest.mark.slow
 def test_int8_passes_srcc_gate_on_real_photos(good_export):
     out, outcome = good_export
     int8 = next(v for v in outcome.validations if v.step == "int8")
@@ -125,6 +126,7 @@ def _int8_weights(path: Path) -> list[np.ndarray]:
             and initializers[node.input[0]].data_type == onnx.TensorProto.INT8]
 
 
+@pytest.mark.slow
 def test_portable_int8_weights_are_7_bit_whatever_the_exporting_cpu(good_export):
     """7-bit weights (reduce_range) cannot saturate the U8S8 multiply-add of x86 CPUs without VNNI:
     the default file computes the same integers on every CPU."""
@@ -136,6 +138,7 @@ def test_portable_int8_weights_are_7_bit_whatever_the_exporting_cpu(good_export)
     assert max(int(np.abs(w).max()) for w in weights) == 64   # the 7-bit range is used, not collapsed
 
 
+@pytest.mark.slow
 def test_fp16_written_with_metadata_and_parity_marked_not_checked_without_cuda(good_export):
     import onnx
     import onnxruntime as ort
@@ -150,6 +153,7 @@ def test_fp16_written_with_metadata_and_parity_marked_not_checked_without_cuda(g
         assert any("no CUDA execution provider" in note for note in fp16.notes)
 
 
+@pytest.mark.slow
 def test_report_files_exist_and_parse(good_export):
     out, _ = good_export
     report = json.loads((out / "report.json").read_text())
@@ -165,6 +169,7 @@ def test_report_files_exist_and_parse(good_export):
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+@pytest.mark.slow
 def test_broken_calibration_fails_gate_and_leaves_no_int8_file(trained_checkpoint, tmp_path):
     calib = tmp_path / "calib"
     calib.mkdir()
@@ -212,6 +217,7 @@ def test_cli_without_checkpoint_and_bad_options(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "magic" in result.output
 
 
+@pytest.mark.slow
 def test_cli_calibration_dir_without_readable_photo_fails_int8_only(trained_checkpoint, tmp_path):
     calib = tmp_path / "calib"
     calib.mkdir()

@@ -45,6 +45,7 @@ def _settings(replica: Path, out: Path, **changes):
     return FinetuneSettings(**base)
 
 
+@pytest.mark.slow
 def test_tiny_finetune_lowers_its_training_loss(replica, tmp_path):
     from pinet_training.finetune import run_finetune
 
@@ -59,6 +60,7 @@ def test_tiny_finetune_lowers_its_training_loss(replica, tmp_path):
     assert (tmp_path / "run" / "results.md").read_text().count("SRCC") >= 2
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_equals_uninterrupted(interrupted_runs, replica, tmp_path):
     common = ["--dataset", "csv", "--csv-range", "0,11", "--root", str(replica), "--epochs", "2",
               "--checkpoint-every", "1", "--seed", "5", *TINY]
@@ -89,6 +91,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(interrupted_runs, replica, 
     assert a_results["rounds"] == b_results["rounds"]
 
 
+@pytest.mark.slow
 def test_chosen_epoch_is_the_validation_best(replica, tmp_path, monkeypatch):
     """A planted validation curve (best at epoch 2, tied at 4) decides best.safetensors and the
     reported epoch; the test split is scored once, on that checkpoint, not per epoch."""
@@ -156,6 +159,7 @@ def test_splits_never_share_a_group(replica, tmp_path):
     assert groups_of(synthetic, split.val) == groups_of(synthetic, split.test) == {"ref3"}
 
 
+@pytest.mark.slow
 def test_recorded_test_split_is_disjoint_from_training(replica, tmp_path):
     from pinet_training.finetune import run_finetune
 

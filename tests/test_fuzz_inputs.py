@@ -185,6 +185,7 @@ def test_a_cli_batch_with_hostile_files_writes_every_other_row(tiny_onnx, sample
         assert rows[name]["score"] == "" and name in rows[name]["error"]
 
 
+@pytest.mark.slow
 def test_bad_input_tests_pass_under_a_4_gib_address_space_limit():
     """This file, the API and CLI hostile tests and the decoding tests, in a child process whose
     address space is capped at 4 GiB: a 1x65535 strip upscaled would need ~38 GB."""

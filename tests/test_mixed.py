@@ -127,6 +127,7 @@ def test_batches_mix_both_sets_in_every_step(clive_like, synthetic):
     assert not any("training_t1" in str(path) for path in train)                       # anchors left out
 
 
+@pytest.mark.slow
 def test_mixed_run_records_both_datasets_and_the_output_meaning(clive_like, synthetic, tmp_path):
     from pinet_training.finetune import run_finetune
 
@@ -150,6 +151,7 @@ def test_mixed_run_records_both_datasets_and_the_output_meaning(clive_like, synt
     assert "Held-out synthetic" in (tmp_path / "run" / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_frozen_backbone_stages_do_not_move(clive_like, synthetic, tmp_path):
     from pinet_training.engine import make_deterministic
     from pinet_training.finetune import build_model, run_finetune
@@ -172,6 +174,7 @@ def test_frozen_backbone_stages_do_not_move(clive_like, synthetic, tmp_path):
     assert summary["mode"] == "train-on-all" and summary["n_train"] == 18
 
 
+@pytest.mark.slow
 def test_killed_mixed_run_resumes_to_the_same_weights(interrupted_runs, clive_like, synthetic, tmp_path):
     common = ["--dataset", "clive", "--root", str(clive_like), "--mix-dataset", "synthetic", "--mix-root",
               str(synthetic), "--mix-per-batch", "2", "--mix-eval-max-images", "4", "--epochs", "2",
@@ -196,6 +199,7 @@ def test_killed_mixed_run_resumes_to_the_same_weights(interrupted_runs, clive_li
     assert np.isfinite(a_results["mix_test"]["median_srcc"])
 
 
+@pytest.mark.slow
 def test_cli_mix_options_are_checked(clive_like, synthetic, tmp_path):
     bad = subprocess.run(_cli("--dataset", "clive", "--root", str(clive_like), "--out", str(tmp_path / "r"),
                               "--mix-dataset", "synthetic", "--mix-root", str(synthetic), *TINY),
@@ -224,6 +228,7 @@ def test_onnx_eval_engine_scores_like_torch(clive_like):
         scoring_model(model, "tensorrt")
 
 
+@pytest.mark.slow
 def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp_path):
     from dataclasses import replace
 

@@ -66,6 +66,7 @@ def test_staircase_uses_one_weight_set_per_path_block():
     assert count_parameters(stair) == expected
 
 
+@pytest.mark.slow
 def test_staircase_and_gating_follow_the_spec():
     torch.manual_seed(0)
     model = create_model("pinet_r18", stage=2).eval()

@@ -185,6 +185,7 @@ def test_batches_are_a_function_of_seed_and_step(tiny_data):
 # ---------------------------------------------------------------------------------------------
 # Training
 
+@pytest.mark.slow
 def test_tiny_pretraining_lowers_its_loss(tiny_data, tmp_path, restore_torch_globals):
     from pinet_training.engine import MetricsLogger
     from pinet_training.pretrain import PretrainSettings, prepare, train
@@ -220,6 +221,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "pinet.cli", "train", "pretrain", *args]
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_equals_uninterrupted(interrupted_runs, tiny_data, tmp_path):
     common = ["--data", str(tiny_data), "--variant", "pinet_lite0", "--init", "random", "--steps", "10",
               "--checkpoint-every", "2", "--val-pairs", "6", "--seed", "3", "--lr", "1e-3", *SMALL]

@@ -79,11 +79,13 @@ def _assert_parity(checkpoint, onnx_path, photos) -> np.ndarray:
     return runtime_scores
 
 
+@pytest.mark.slow
 def test_scorer_matches_pytorch_on_bundled_samples(exported, sample_photos):
     assert len(sample_photos) == 8
     _assert_parity(*exported, sample_photos)
 
 
+@pytest.mark.slow
 def test_scorer_matches_pytorch_on_shared_pristine_photos(exported, pristine_dir):
     photos = sorted(pristine_dir.glob("*.png"))
     step = max(1, len(photos) // PRISTINE_SUBSET)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -50,6 +51,7 @@ def _temp_files(out: Path) -> list[Path]:
     return [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_synth_end_to_end_bad_reference_and_resume(tmp_path, sample_photos):
     refs, out = tmp_path / "refs", tmp_path / "out"
     stems = _write_refs(sample_photos, refs, 3)
@@ -122,6 +124,7 @@ def test_unknown_type_is_a_usage_error(tmp_path, sample_photos):
     assert result.exit_code == 2 and "sepia" in result.output
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_a_complete_manifest_without_temp_files(tmp_path, sample_photos):
     refs, out = tmp_path / "refs", tmp_path / "out"
     stems = _write_refs(sample_photos, refs, 6, size=(144, 96))
