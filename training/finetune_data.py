@@ -27,7 +27,7 @@ import numpy as np
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image, normalize
 from pinet_training.datasets import DatasetError, IQADataset
 from pinet_training.protocol import Split, make_split
-from pinet_training.seeding import step_rng
+from pinet_training.seeding import EpochSlices, step_rng
 from pinet_training.synth_manifest import ManifestError, manifest_path, read_manifest_rows
 
 STREAM_EPOCH_ORDER, STREAM_AUGMENT = 11, 12
@@ -99,18 +99,14 @@ class FinetuneBatches:
         # images_per_epoch: each epoch draws a fresh seeded subset (large sets, short epochs).
         self.entries_per_epoch = min(len(train), images_per_epoch or len(train)) * crops_per_image
         self.steps_per_epoch = math.ceil(self.entries_per_epoch / batch_size)
-        self._cached_epoch: tuple[int, np.ndarray] | None = None   # per process, recomputable
+        self._slices = EpochSlices(self._epoch_order, self.steps_per_epoch, batch_size)
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
-        if self._cached_epoch is None or self._cached_epoch[0] != epoch:
-            entries = np.repeat(np.arange(len(self.paths)), self.crops_per_image)
-            order = step_rng(self.seed, epoch, STREAM_EPOCH_ORDER).permutation(entries)
-            self._cached_epoch = (epoch, order[:self.entries_per_epoch])
-        return self._cached_epoch[1]
+        entries = np.repeat(np.arange(len(self.paths)), self.crops_per_image)
+        return step_rng(self.seed, epoch, STREAM_EPOCH_ORDER).permutation(entries)[:self.entries_per_epoch]
 
     def images_of_step(self, step: int) -> np.ndarray:
-        epoch, within = divmod(step, self.steps_per_epoch)
-        return self._epoch_order(epoch)[within * self.batch_size:(within + 1) * self.batch_size]
+        return self._slices.of_step(step)
 
     def __call__(self, step: int) -> dict:
         import torch

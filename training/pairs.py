@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image, make_crops, normalize
-from pinet_training.seeding import step_rng
+from pinet_training.seeding import EpochSlices, step_rng
 from pinet_training.synth_manifest import ManifestError, manifest_path, read_manifest
 
 # Pseudo scores closer than this are treated as a tie and never paired (see docs/experiments.md).
@@ -125,17 +125,13 @@ class PairBatches:
         self.batch_size = batch_size
         self.seed = seed
         self.steps_per_epoch = len(sampler) // batch_size
-        self._cached_epoch: tuple[int, np.ndarray] | None = None   # per-process cache, recomputable
+        self._slices = EpochSlices(self._epoch_pairs, self.steps_per_epoch, batch_size)
 
-    def _epoch(self, epoch: int) -> np.ndarray:
-        if self._cached_epoch is None or self._cached_epoch[0] != epoch:
-            pairs = self.sampler.epoch_pairs(step_rng(self.seed, epoch, STREAM_EPOCH_ORDER))
-            self._cached_epoch = (epoch, pairs)
-        return self._cached_epoch[1]
+    def _epoch_pairs(self, epoch: int) -> np.ndarray:
+        return self.sampler.epoch_pairs(step_rng(self.seed, epoch, STREAM_EPOCH_ORDER))
 
     def pairs_of_step(self, step: int) -> np.ndarray:
-        epoch, within = divmod(step, self.steps_per_epoch)
-        return self._epoch(epoch)[within * self.batch_size:(within + 1) * self.batch_size]
+        return self._slices.of_step(step)
 
     def __call__(self, step: int) -> dict:
         rng = step_rng(self.seed, step, STREAM_AUGMENT)
