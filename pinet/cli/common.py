@@ -10,9 +10,22 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from pinet.cli.choices import Device
+
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 # soft_wrap: error messages stay on one line so file names and hints are never split.
 stderr = Console(stderr=True, soft_wrap=True)
+
+# Options every torch command (pretrain, finetune, eval) takes, declared once.
+THREADS_OPTION = typer.Option(None, "--threads", help="torch CPU threads (default: all CPUs)")
+WORKERS_OPTION = typer.Option(2, "--workers", help="Background processes decoding images (0: none)")
+CHECKPOINT_EVERY_OPTION = typer.Option(200, "--checkpoint-every", help="Write last.safetensors every N steps")
+PROGRESS_OPTION = typer.Option(True, "--progress/--no-progress", help="Show the progress bar")
+
+
+def device_option(default: Device = Device.auto):
+    return typer.Option(default, "--device", help="Where torch runs (auto: CUDA when available)")
+
 
 _EXTRA_MODULES = {"train": ("torch", "torchvision", "safetensors"),
                   "export": ("torch", "torchvision", "safetensors", "onnx", "onnxsim")}

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from pinet.cli.choices import DatasetName, Device, EvalSplit
-from pinet.cli.common import fail, reported_errors, require_extra, stderr
+from pinet.cli.common import THREADS_OPTION, device_option, fail, reported_errors, require_extra, stderr
 
 
 def evaluate(
@@ -22,8 +22,8 @@ def evaluate(
                                        "(default: CKPT's folder/eval_<dataset>_<split>)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per forward pass (default: the "
                                              "one fine-tuning used, so its test SRCC is reproduced exactly)"),
-    device: Device = typer.Option(Device.cpu, "--device", help="Where torch runs (auto: CUDA when available)"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all CPUs)"),
+    device: Device = device_option(Device.cpu),
+    threads: Optional[int] = THREADS_OPTION,
     csv_range: Optional[str] = typer.Option(None, "--csv-range", help="--dataset csv: native score range LOW,HIGH"),
     csv_lower_is_better: bool = typer.Option(False, "--csv-lower-is-better", help="--dataset csv: lower is better"),
     csv_label: Optional[str] = typer.Option(None, "--csv-label", help="--dataset csv: what the score is called"),

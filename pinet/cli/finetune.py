@@ -8,7 +8,10 @@ from typing import Optional
 import typer
 
 from pinet.cli.choices import BackboneInit, DatasetName, Device, EvalEngine, Loss
-from pinet.cli.common import EXIT_USAGE, fail, reported_errors, require_extra, stderr
+from pinet.cli.common import (
+    CHECKPOINT_EVERY_OPTION, EXIT_USAGE, PROGRESS_OPTION, THREADS_OPTION, WORKERS_OPTION, device_option,
+    fail, reported_errors, require_extra, stderr,
+)
 
 
 def csv_scale_from_options(dataset: str, csv_range: Optional[str], csv_lower_is_better: bool,
@@ -104,13 +107,13 @@ def finetune(
     seed: int = typer.Option(0, "--seed", help="Training seed (round r uses seed + r)"),
     split_seed: int = typer.Option(0, "--split-seed", help="Split seed (round r uses split-seed + r)"),
     rounds: int = typer.Option(1, "--rounds", help="Rounds of random 80/20 splits; median/mean reported"),
-    device: Device = typer.Option(Device.auto, "--device", help="Where torch runs (auto: CUDA when available)"),
-    workers: int = typer.Option(2, "--workers", help="Background processes decoding images (0: none)"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all CPUs)"),
-    checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Write last.safetensors every N steps"),
+    device: Device = device_option(),
+    workers: int = WORKERS_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
+    checkpoint_every: int = CHECKPOINT_EVERY_OPTION,
     eval_batch_size: int = typer.Option(8, "--eval-batch-size", help="Images per forward pass in val/test scoring"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (finished rounds are kept)"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar"),
+    progress: bool = PROGRESS_OPTION,
 ) -> None:
     """Stage-2 fine-tuning on a human-rated dataset; reports test SRCC/KRCC/PLCC/RMSE per round."""
     require_extra("train", "train finetune")

@@ -8,7 +8,10 @@ from typing import Optional
 import typer
 
 from pinet.cli.choices import Device
-from pinet.cli.common import reported_errors, require_extra, stderr
+from pinet.cli.common import (
+    CHECKPOINT_EVERY_OPTION, PROGRESS_OPTION, THREADS_OPTION, WORKERS_OPTION, device_option, reported_errors,
+    require_extra, stderr,
+)
 
 
 def pretrain(
@@ -31,14 +34,14 @@ def pretrain(
     crop_size: int = typer.Option(224, "--crop-size", help="Square training crop (pixels)"),
     resize_short_side: Optional[int] = typer.Option(None, "--resize-short-side",
                                                     help="Contract resize (default: the variant's, 384)"),
-    device: Device = typer.Option(Device.auto, "--device", help="Where torch runs (auto: CUDA when available)"),
-    workers: int = typer.Option(2, "--workers", help="Background processes decoding images (0: none)"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all CPUs)"),
+    device: Device = device_option(),
+    workers: int = WORKERS_OPTION,
+    threads: Optional[int] = THREADS_OPTION,
     seed: int = typer.Option(0, "--seed", help="Seed for init, pair order, crops and val pairs"),
-    checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Write last.safetensors every N steps"),
+    checkpoint_every: int = CHECKPOINT_EVERY_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.safetensors"),
     val_pairs: int = typer.Option(512, "--val-pairs", help="Fixed validation pairs from the val references"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar"),
+    progress: bool = PROGRESS_OPTION,
 ) -> None:
     """Stage-1 pre-training: rank pairs of distorted images and classify their distortions."""
     require_extra("train", "train pretrain")
