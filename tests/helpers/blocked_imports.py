@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 
 # Everything outside the torch-free scorer: the training/export stack and our packages built on it.
 HEAVY_PACKAGES = ("torch", "torchvision", "onnx", "onnxsim", "onnxscript", "scipy", "safetensors", "piq",
@@ -49,12 +48,12 @@ main()
 """
 
 
-def run_python(code: str, *args: str, blocked: Iterable[str] = HEAVY_PACKAGES, timeout: float = 300,
-               cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_python(code: str, *args: str, blocked: Iterable[str] = HEAVY_PACKAGES,
+               timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -c code args...`` with ``blocked`` unimportable; ``sys.argv[1:]`` holds ``args``."""
     prelude = _PRELUDE.format(prefix=LEAK_REPORT_PREFIX, blocked=tuple(sorted(set(blocked))))
     return subprocess.run([sys.executable, "-c", prelude + code, *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+                          timeout=timeout)
 
 
 def run_cli(*argv: str, blocked: Iterable[str] = HEAVY_PACKAGES, timeout: float = 300) -> subprocess.CompletedProcess:
