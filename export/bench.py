@@ -93,7 +93,7 @@ def torch_problem() -> str | None:
 def flops_at_crop_size(model_config: dict, crop_size: int) -> int:
     """FLOPs of one crop at the contract's crop size (the network is fully convolutional)."""
     from pinet.config import ModelConfig
-    from pinet.profile import flops_per_crop
+    from pinet.model_cost import flops_per_crop
 
     config = dataclasses.replace(ModelConfig.from_dict(model_config), input_size=crop_size)
     return flops_per_crop(config)
@@ -231,7 +231,7 @@ def prepare_models(inputs: list[str], variants: list[str], settings: BenchSettin
         if torch_problem() is None:
             model.flops_per_crop = flops_at_crop_size(model.model_config, model.preprocessing.crop_size)
         else:
-            model.notes.append("FLOPs per crop need PyTorch (pinet.profile); not computed")
+            model.notes.append("FLOPs per crop need PyTorch (pinet.model_cost); not computed")
         models.append(model)
     return models
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pinet_export.api import spread
+from pinet_export.pipeline import spread
 from pinet_export.photos import list_photos
 from pinet_runtime.cpu import read_cpu_info
 

@@ -21,7 +21,7 @@ def count_parameters(model_config) -> int:
     import torch
 
     from pinet.models import create_model
-    from pinet.profile import count_parameters as count
+    from pinet.model_cost import count_parameters as count
 
     with torch.device("meta"):
         return count(create_model(model_config, stage=2))

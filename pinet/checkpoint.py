@@ -98,7 +98,7 @@ def save_checkpoint(path: str | Path, model, preprocessing: Preprocessing, train
     """
     from safetensors.torch import save_file
 
-    from pinet.profile import count_parameters, flops_per_crop
+    from pinet.model_cost import count_parameters, flops_per_crop
 
     path = Path(path)
 

@@ -72,7 +72,7 @@ def test_files_flops_and_ratios_are_consistent(tiny_run):
     import dataclasses
 
     from pinet.models import get_config
-    from pinet.profile import flops_per_crop
+    from pinet.model_cost import flops_per_crop
 
     folder, _, report = tiny_run
     rows = {(r["precision"], r["batch_images"]): r for r in report["rows"]}

@@ -20,7 +20,7 @@ from typer.testing import CliRunner  # noqa: E402
 from pinet.checkpoint import save_checkpoint  # noqa: E402
 from pinet.cli.app import app  # noqa: E402
 from pinet.models import create_model, default_preprocessing  # noqa: E402
-from pinet_export.api import run_export  # noqa: E402
+from pinet_export.pipeline import run_export  # noqa: E402
 from pinet_export.config import ExportSettings  # noqa: E402
 from pinet_export.photos import bundled_samples_dir, list_photos  # noqa: E402
 from pinet_runtime import metadata as keys  # noqa: E402

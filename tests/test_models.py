@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pinet.models import create_model, default_preprocessing, get_config, get_variant, list_models
-from pinet.profile import count_parameters
+from pinet.model_cost import count_parameters
 
 TAP_SHAPES = {
     "pinet_r50": [(64, 56, 56), (256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)],

@@ -117,7 +117,7 @@ def test_pinet_export_writes_metadata_that_round_trips_with_the_parameter_count(
     from pinet.checkpoint import file_sha256, save_checkpoint
     from pinet.cli.app import app
     from pinet.models import create_model, default_preprocessing
-    from pinet.profile import count_parameters
+    from pinet.model_cost import count_parameters
     from pinet_runtime.model_file import read_model_info
 
     torch.manual_seed(0)

@@ -69,7 +69,7 @@ def export(
 ) -> None:
     """Export a stage-2 checkpoint to ONNX (FP32, optional INT8/FP16), validate it and write a report."""
     require_extra("export", "export")
-    from pinet_export.api import run_export
+    from pinet_export.pipeline import run_export
     from pinet_export.config import ExportSettings, parse_batch
 
     if checkpoint is None:
