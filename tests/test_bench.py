@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pinet_export.bench import BenchSettings, run_benchmark
-from pinet_export.bench_report import ROW_FIELDS
+from pinet_export.bench.report import ROW_FIELDS
 
 TINY_PREP = dict(crop_size=64, resize_short_side=80)
 

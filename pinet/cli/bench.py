@@ -69,7 +69,7 @@ def bench(
                  f"{sum(r['status'] == 'skipped' for r in report['rows'])} skipped, "
                  f"{sum(r['status'] == 'failed' for r in report['rows'])} failed; see {out / 'bench.md'}",
                  highlight=False)
-    from pinet_export.bench_table import render_markdown
+    from pinet_export.bench.table import render_markdown
 
     typer.echo(render_markdown(report))
     if any(r["status"] == "failed" for r in report["rows"]):

@@ -1,6 +1,6 @@
 """The measuring side of `pinet bench`: runs in a fresh child process, one per benchmark row.
 
-Run as a script (``python .../bench_probe.py SPEC_JSON``), not with ``-m``: then nothing but the
+Run as a script (``python .../bench/probe.py SPEC_JSON``), not with ``-m``: then nothing but the
 standard library is imported before the clock starts, so the cold start really covers
 ``import pinet_runtime`` + Scorer creation + the first score, and the peak resident memory
 (VmHWM) belongs to this one model at this one precision. The result is one JSON line on stdout.
@@ -19,8 +19,8 @@ import os
 import sys
 
 if __name__ == "__main__" and sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    # Run as a script, Python puts export/ first on sys.path; its modules (config, report...)
-    # must not shadow anything the probed libraries import.
+    # Run as a script, Python puts export/bench/ first on sys.path; its modules (models, report,
+    # settings...) must not shadow anything the probed libraries import.
     sys.path.pop(0)
 
 import json  # noqa: E402

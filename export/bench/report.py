@@ -192,7 +192,7 @@ def build_report(models, rows, peaks, peaks_end, settings, machine_start, machin
 
 
 def write_reports(report: dict, out_dir: Path, progress: Callable[[str], None]) -> dict[str, Path]:
-    from pinet_export.bench_table import render_chart, render_markdown
+    from pinet_export.bench.table import render_chart, render_markdown
 
     written = {"json": out_dir / REPORT_JSON, "markdown": out_dir / REPORT_MD}
     chart_note = render_chart(report, out_dir / REPORT_PNG)
