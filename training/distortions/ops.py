@@ -1,4 +1,4 @@
-"""The distortion functions behind :mod:`pinet_training.distortions`.
+"""The pixel operations behind the distortion registry (:mod:`pinet_training.distortions.registry`).
 
 Every function takes ``(pixels, level, rng)``: ``pixels`` a uint8 HxWx3 array, ``level`` 1..5
 (1 = mildest), ``rng`` a ``numpy.random.Generator`` (ignored by deterministic types) and

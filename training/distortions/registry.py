@@ -1,9 +1,10 @@
-"""The synthetic distortion bank: 25 types x 5 levels in the style of KADID-10k / KADIS-700k.
+"""The distortion bank's registry: 25 types x 5 levels in the style of KADID-10k / KADIS-700k.
 
 Each :class:`Distortion` record names a type, its coarse class (one of
-``pinet.config.DISTORTION_CLASSES``, the stage-1 distortion head's target) and the function that
-applies it. Levels run 1 (mildest) to 5 (most severe). Output is a pure function of
-``(image, name, level, seed)``, so a manifest row can always be regenerated exactly.
+``pinet.config.DISTORTION_CLASSES``, the stage-1 distortion head's target) and the pixel
+operation that applies it (:mod:`pinet_training.distortions.ops`). Levels run 1 (mildest) to 5
+(most severe). Output is a pure function of ``(image, name, level, seed)``, so a manifest row can
+always be regenerated exactly.
 
 Grouping into the 6 coarse classes follows KADID-10k's seven categories, with its "sharpness and
 contrast" category folded into ``brightness_contrast`` (over-sharpening and contrast change both
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from pinet.config import DISTORTION_CLASSES
-from pinet_training import distortions_ops as ops
+from pinet_training.distortions import ops
 
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -102,7 +103,3 @@ def apply_distortion(image: Image.Image, name: str, level: int, seed: int) -> Im
     if image.mode != "RGB":
         raise ValueError(f"expected an RGB image, got mode {image.mode}")
     return Image.fromarray(distort_array(np.asarray(image), name, level, seed), "RGB")
-
-
-__all__ = ["Distortion", "DISTORTIONS", "DISTORTION_NAMES", "LEVELS", "get_distortion",
-           "distort_array", "apply_distortion"]
