@@ -200,7 +200,7 @@ def test_generic_csv_with_declared_lower_is_better_scale(tmp_path):
         load_dataset("csv", tmp_path)
 
 
-def test_synthetic_manifest_with_and_without_split_column(tmp_path):
+def test_synth_set_manifest_with_and_without_split_column(tmp_path):
     header = "file,reference,reference_file,distortion,distortion_class,class_index,level,seed,pseudo_score"
     rows = ["d/a_blur_1.png,a,ref/a.png,gaussian_blur,blur,0,1,7,0.9",
             "d/a_noise_5.png,a,ref/a.png,white_noise,noise,1,5,8,0.1",

@@ -3,8 +3,8 @@
 Every loader turns a dataset's own label format into :class:`IQADataset`: a list of
 :class:`IQASample` whose ``score`` follows ONE convention (0..1, higher is better) while
 ``raw_score`` keeps the published value, plus the facts needed to split it correctly
-(``group``: the reference content; synthetic sets share a group across all distortions of
-one reference, authentic sets give every image its own group).
+(``group``: the reference content; sets of content kind ``synthetic`` share a group across all
+distortions of one reference, ``authentic`` sets give every image its own group).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""User-described data: a generic CSV with a declared scale, and the stage-1 synthetic pseudo-MOS set."""
+"""Sets without a published layout: a generic CSV with a declared scale, and the synth set (pseudo-MOS)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def load_generic_csv(root: Path | str, scale: CsvScale | ScoreScale, include_anc
                      name: str | None = None) -> IQADataset:
     """A CSV with header ``path,score[,reference][,role]``. ``root`` is the CSV file itself or a folder
     holding ``scores.csv``; relative paths are resolved against the CSV's folder. With a non-empty
-    ``reference`` column the set is treated as synthetic and grouped by reference; without, every
-    image is its own group (authentic).
+    ``reference`` column the set is of content kind ``synthetic`` and grouped by reference; without,
+    every image is its own group (``authentic``).
 
     ``role`` (optional): ``train`` rows are the data; ``anchor`` rows (e.g. the images raters
     practised on before a study) are left out unless ``include_anchors``; any other role is an error.
@@ -71,13 +71,13 @@ def load_generic_csv(root: Path | str, scale: CsvScale | ScoreScale, include_anc
     return make_dataset(name or csv_name(labels), labels.parent, rows, native, content, labels)
 
 
-def load_synthetic(root: Path | str) -> IQADataset:
-    """The stage-1 synthetic set: ``<root>/manifest.csv`` with header file, reference, reference_file,
-    distortion, distortion_class, class_index, level, seed, pseudo_score, split. Only file,
-    reference and pseudo_score (0-1, higher is better) are needed here; the split column is
-    optional and ignored (the protocol makes its own splits by reference)."""
-    root = require_root(root, "synthetic pseudo-MOS")
-    labels = require_file(root, [MANIFEST_NAME], "synthetic-set manifest")
+def load_synth_set(root: Path | str) -> IQADataset:
+    """The synth set (``--dataset synthetic``): ``<root>/manifest.csv`` with header file, reference,
+    reference_file, distortion, distortion_class, class_index, level, seed, pseudo_score, split.
+    Only file, reference and pseudo_score (0-1, higher is better) are needed here; the split
+    column is optional and ignored (the protocol makes its own splits by reference)."""
+    root = require_root(root, "synth set")
+    labels = require_file(root, [MANIFEST_NAME], "synth-set manifest")
     try:
         table = read_manifest_rows(root, ("file", "reference", "pseudo_score"))
     except ManifestError as err:

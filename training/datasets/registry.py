@@ -8,8 +8,8 @@ from typing import Callable
 from pinet_runtime.errors import PinetError
 from pinet_training.datasets.authentic import load_clive, load_koniq10k, load_spaq
 from pinet_training.datasets.common import IQADataset
-from pinet_training.datasets.generic import CsvScale, load_generic_csv, load_synthetic
-from pinet_training.datasets.synthetic import load_csiq, load_kadid10k, load_live, load_tid2013
+from pinet_training.datasets.generic import CsvScale, load_generic_csv, load_synth_set
+from pinet_training.datasets.lab_distorted import load_csiq, load_kadid10k, load_live, load_tid2013
 
 _LOADERS: dict[str, Callable[[Path | str], IQADataset]] = {
     "koniq10k": load_koniq10k,
@@ -19,7 +19,7 @@ _LOADERS: dict[str, Callable[[Path | str], IQADataset]] = {
     "live": load_live,
     "csiq": load_csiq,
     "tid2013": load_tid2013,
-    "synthetic": load_synthetic,
+    "synthetic": load_synth_set,       # the CLI name users type for the synth set
 }
 DATASET_NAMES: tuple[str, ...] = (*_LOADERS, "csv")
 

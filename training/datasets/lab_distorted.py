@@ -1,4 +1,9 @@
-"""Synthetically distorted datasets (content group = the reference image): KADID-10k, LIVE, CSIQ, TID2013."""
+"""The lab-distorted databases: KADID-10k, LIVE Release 2, CSIQ and TID2013.
+
+Each is a published set of pristine reference photos distorted in the lab (blur, noise, JPEG...)
+and rated by people; the content group of an image is its reference, and the content kind is
+``"synthetic"`` (the literature's word for such distortions; see :mod:`pinet_training.datasets`).
+"""
 
 from __future__ import annotations
 
