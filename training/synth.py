@@ -1,4 +1,4 @@
-"""Generate the synthetic distorted data set: images, pseudo scores and manifest.
+"""synth, our distortion generator (`pinet data synth`): writes the synth set (images, pseudo scores, manifest).
 
 Layout of ``<out>``::
 

@@ -1,4 +1,4 @@
-"""The synthetic data set's manifest (``<out>/manifest.csv``): format, split rule, reader, writer.
+"""The synth set's manifest (``<out>/manifest.csv``): format, split rule, reader, writer.
 
 Other modules train from this file, so its format is a contract:
 
