@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from pinet_training.metrics import (
-    average_ranks, evaluate, fit_logistic, krcc, logistic_4, plcc, rmse, srcc,
+    average_ranks, fit_logistic, krcc, logistic_4, plcc, quality_metrics, rmse, srcc,
 )
 
 
@@ -51,7 +51,7 @@ def test_logistic_fit_recovers_known_parameters_from_noiseless_data():
     assert fit.kind == "logistic"
     b1, b2, b3, b4 = fit.params
     assert (b1, b2, b3, abs(b4)) == pytest.approx(truth, rel=1e-5)
-    metrics = evaluate(x, y)
+    metrics = quality_metrics(x, y)
     assert metrics.plcc == pytest.approx(1.0) and metrics.rmse == pytest.approx(0.0, abs=1e-6)
     assert metrics.plcc_raw < 0.99  # the raw relation is not linear
 
@@ -59,15 +59,15 @@ def test_logistic_fit_recovers_known_parameters_from_noiseless_data():
 def test_decreasing_relation_gets_a_decreasing_curve():
     x = np.linspace(0.0, 1.0, 30)
     y = logistic_4(x, 1.0, 9.0, 0.4, 0.1)  # high x -> low y
-    metrics = evaluate(x, y)
+    metrics = quality_metrics(x, y)
     assert metrics.srcc == pytest.approx(-1.0) and metrics.krcc == pytest.approx(-1.0)
     assert metrics.fit == "logistic" and metrics.plcc == pytest.approx(1.0, abs=1e-6)
 
 
 def test_fallbacks_for_tiny_and_constant_input():
-    tiny = evaluate([1.0, 2.0, 4.0], [2.0, 4.0, 8.0])
+    tiny = quality_metrics([1.0, 2.0, 4.0], [2.0, 4.0, 8.0])
     assert tiny.fit == "linear" and tiny.plcc == pytest.approx(1.0) and tiny.rmse == pytest.approx(0.0, abs=1e-9)
-    constant = evaluate([3.0] * 6, [1, 2, 3, 4, 5, 6])
+    constant = quality_metrics([3.0] * 6, [1, 2, 3, 4, 5, 6])
     assert constant.fit == "none" and math.isnan(constant.plcc) and math.isnan(constant.srcc)
 
 
@@ -75,7 +75,7 @@ def test_noisy_fit_is_at_least_as_good_as_the_raw_linear_relation():
     rng = np.random.default_rng(5)
     x = rng.uniform(0, 1, 400)
     y = 1 + 4 / (1 + np.exp(-(x - 0.5) / 0.1)) + rng.normal(scale=0.3, size=400)
-    metrics = evaluate(x, y)
+    metrics = quality_metrics(x, y)
     assert metrics.fit == "logistic"
     assert metrics.plcc >= metrics.plcc_raw - 1e-9
     # the residual is close to the noise level we planted
@@ -86,4 +86,4 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="3 values"):
         srcc([1, 2, 3], [1, 2])
     with pytest.raises(ValueError, match="finite"):
-        evaluate([1, 2, float("nan")], [1, 2, 3])
+        quality_metrics([1, 2, float("nan")], [1, 2, 3])

@@ -210,7 +210,7 @@ def test_cli_mix_options_are_checked(clive_like, synthetic, tmp_path):
 
 def test_onnx_eval_engine_scores_like_torch(clive_like):
     from pinet.models import create_model
-    from pinet_training.evaluate import score_images
+    from pinet_training.checkpoint_evaluation import score_images
     from pinet_training.onnx_eval import scoring_model
 
     torch.manual_seed(0)
@@ -232,7 +232,7 @@ def test_onnx_eval_engine_scores_like_torch(clive_like):
 def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp_path):
     from dataclasses import replace
 
-    from pinet_training.evaluate import evaluate_checkpoint
+    from pinet_training.checkpoint_evaluation import evaluate_checkpoint
     from pinet_training.finetune import run_finetune
 
     # Init: a tiny stage-2 model after one epoch (so its BatchNorm statistics are real ones).
@@ -253,7 +253,7 @@ def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp
     assert all(torch.equal(trained[k], start[k]) for k in trained if k.startswith(("backbone.", "staircase.")))
     assert any(not torch.equal(trained[k], start[k]) for k in trained if k.startswith("quality_branch."))
     # The cached scores are the full model's on the contract crops (near-constant tiny model: compare scores).
-    from pinet_training.evaluate import sample_id
+    from pinet_training.checkpoint_evaluation import sample_id
     from pinet_training.head_cache import head_scores
 
     dataset = load_dataset("clive", clive_like)

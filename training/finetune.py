@@ -9,7 +9,7 @@ Protocol (``pinet_training.protocol``): each round gets its own seeded split by 
 (see ``finetune_data``); the epoch is chosen on the validation split by the engine's
 best-checkpoint rule (highest val SRCC, ties: earliest; the same rule as ``protocol.choose_epoch``,
 which is checked against it); the test split is scored ONCE, on ``best.safetensors``, with the
-contract's fixed crops (``pinet_training.evaluate``). The test metrics and the split (test sample
+contract's fixed crops (``pinet_training.checkpoint_evaluation``). The test metrics and the split (test sample
 ids + rule) go into best.safetensors' training metadata so `pinet eval --split test` redoes them.
 
 Run folder (one round): ``log.jsonl``, ``last.safetensors`` (resumable), ``best.safetensors``,
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from pinet_training.datasets import CsvScale, DatasetError, IQADataset, load_dataset
-from pinet_training.evaluate import DEFAULT_EVAL_BATCH, SPLIT_KEY, TEST_KEY, evaluate_checkpoint, sample_id
+from pinet_training.checkpoint_evaluation import DEFAULT_EVAL_BATCH, SPLIT_KEY, TEST_KEY, evaluate_checkpoint, sample_id
 from pinet_training.finetune_data import FinetuneBatches, RoundSplit, round_split
 from pinet_training.finetune_model import build_model, recentre_output, resize_choice
 from pinet_training.finetune_report import (

@@ -9,7 +9,7 @@ from pathlib import Path
 from pinet_runtime.errors import PinetError
 from pinet_runtime.files import write_json_atomic, write_text_atomic
 from pinet_training.datasets import IQADataset
-from pinet_training.evaluate import quality_metrics, score_images
+from pinet_training.checkpoint_evaluation import finite_quality_metrics, score_images
 from pinet_training.seeding import step_rng
 
 BEST_METRIC = "val_srcc"
@@ -24,7 +24,7 @@ def validation_metrics(model, dataset: IQADataset, indices, prep, batch_size: in
     """Validation SRCC/PLCC etc. with the contract's fixed crops (the model is in eval mode)."""
     samples = dataset.subset(indices)
     scores, _ = score_images(model, [s.path for s in samples], prep, batch_size, device)
-    metrics = quality_metrics(scores, [s.score for s in samples])
+    metrics = finite_quality_metrics(scores, [s.score for s in samples])
     return {f"val_{k}": float(v) for k, v in metrics.items() if k in ("srcc", "krcc", "plcc", "rmse")}
 
 
@@ -51,7 +51,7 @@ def mix_heldout_metrics(model, prepared, settings) -> dict | None:
     scorer = scoring_model(model, settings.eval_engine, prepared.run.info["threads"])
     scores, _ = score_images(scorer, [s.path for s in samples], prepared.run.preprocessing, settings.eval_batch_size,
                              prepared.device)
-    metrics = quality_metrics(scores, [s.score for s in samples])
+    metrics = finite_quality_metrics(scores, [s.score for s in samples])
     return {"dataset": prepared.mix.name, "rule": prepared.mix_split.rule, "n": len(samples),
             "engine": settings.eval_engine,
             **{k: float(metrics[k]) for k in ("srcc", "krcc", "plcc", "rmse")}}

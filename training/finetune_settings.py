@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pinet_training.datasets import CsvScale, DatasetError, IQADataset, load_dataset
-from pinet_training.evaluate import DEFAULT_EVAL_BATCH, sample_id
+from pinet_training.checkpoint_evaluation import DEFAULT_EVAL_BATCH, sample_id
 from pinet_training.finetune_report import FinetuneError
 
 LOSSES = ("l1", "mse")

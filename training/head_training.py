@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pinet_training.datasets import IQADataset
-from pinet_training.evaluate import quality_metrics
+from pinet_training.checkpoint_evaluation import finite_quality_metrics
 from pinet_training.head_cache import CachedBatches, cached_features, fixed_subset, head_scores
 
 HEAD_MODULES = ("quality_branch", "distortion_branch", "regressor")
@@ -50,11 +50,11 @@ class HeadCache:
         """SRCC/KRCC/PLCC/RMSE of the images ``indices`` (contract crops, from the cache)."""
         indices = list(indices)
         scores = head_scores(model, self.primary[indices])
-        return quality_metrics(scores, np.array([dataset.samples[i].score for i in indices]))
+        return finite_quality_metrics(scores, np.array([dataset.samples[i].score for i in indices]))
 
     def mix_metrics(self, model, mix: IQADataset) -> dict:
         scores = head_scores(model, self.mix_heldout_features)
-        return quality_metrics(scores, np.array([mix.samples[i].score for i in self.mix_heldout]))
+        return finite_quality_metrics(scores, np.array([mix.samples[i].score for i in self.mix_heldout]))
 
 
 def build_head_cache(settings, model, init_sha256: str, prep, dataset: IQADataset, mix: IQADataset | None,

@@ -173,7 +173,7 @@ class QualityMetrics:
         return asdict(self)
 
 
-def evaluate(predicted: ArrayLike, target: ArrayLike) -> QualityMetrics:
+def quality_metrics(predicted: ArrayLike, target: ArrayLike) -> QualityMetrics:
     """Every metric for predictions vs subjective scores (same scale for ``rmse_raw`` to mean much)."""
     x, y = _pair(predicted, target)
     mapping = fit_logistic(x, y)

@@ -5,7 +5,7 @@ onnxruntime FP32 runs the same weights at ~16-19 crops/s (measured 2026-11-28, s
 max abs score difference 7e-6), and fine-tuning spends most of its time scoring validation and
 test images. :func:`onnx_scorer` exports the model in eval mode to an in-memory ONNX graph
 (TorchScript exporter, opset 17, dynamic batch) and returns a callable with the model's
-``crops -> scores`` interface, so ``evaluate.score_images`` uses it unchanged. Training itself
+``crops -> scores`` interface, so ``checkpoint_evaluation.score_images`` uses it unchanged. Training itself
 stays in torch; the engine used is recorded next to every figure.
 """
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pinet_runtime.files import write_json_atomic, write_text_atomic
-from pinet_training.metrics import evaluate, srcc
+from pinet_training.metrics import quality_metrics, srcc
 from pinet_training.synth_manifest import SynthItem, read_manifest
 
 PAIR_MARGIN = 0.05
@@ -53,7 +53,7 @@ def pairwise_accuracy(items: list[SynthItem], scores: np.ndarray, margin: float 
 
 def figures(items: list[SynthItem], scores: np.ndarray) -> dict:
     targets = np.array([item.pseudo_score for item in items])
-    overall = evaluate(scores, targets).as_dict()
+    overall = quality_metrics(scores, targets).as_dict()
     per_class = {}
     for name in sorted({item.distortion_class for item in items}):
         mask = np.array([item.distortion_class == name for item in items])

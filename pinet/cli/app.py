@@ -11,7 +11,7 @@ import typer
 from pinet import __version__
 from pinet.cli import bench as bench_cli
 from pinet.cli import data as data_cli
-from pinet.cli import evaluate as evaluate_cli
+from pinet.cli import eval_checkpoint as eval_checkpoint_cli
 from pinet.cli import export as export_cli
 from pinet.cli import info as info_cli
 from pinet.cli import model as model_cli
@@ -28,7 +28,7 @@ app = typer.Typer(
 app.command("score")(score_cli.score)
 app.command("export")(export_cli.export)
 app.command("info")(info_cli.info)
-app.command("eval")(evaluate_cli.evaluate)
+app.command("eval")(eval_checkpoint_cli.eval_checkpoint)
 app.command("bench")(bench_cli.bench)
 app.add_typer(model_cli.app, name="model")
 app.add_typer(data_cli.app, name="data")

@@ -45,7 +45,7 @@ def summary(values: list[float]) -> str:
 
 def main() -> None:
     from pinet.checkpoint import load_checkpoint
-    from pinet_training.evaluate import sample_id
+    from pinet_training.checkpoint_evaluation import sample_id
 
     parser = argparse.ArgumentParser()
     parser.add_argument("splits", type=Path, nargs="+", help="split run folders (several: e.g. rounds run in parallel)")

@@ -79,16 +79,17 @@ def score_images(model, paths: Sequence[Path], prep: Preprocessing, batch_size: 
     return scores, problems
 
 
-def quality_metrics(predicted: np.ndarray, target: np.ndarray) -> dict:
-    """SRCC/KRCC/PLCC/RMSE (PLCC/RMSE after the 4-parameter logistic) on the finite predictions."""
-    from pinet_training.metrics import evaluate
+def finite_quality_metrics(predicted: np.ndarray, target: np.ndarray) -> dict:
+    """SRCC/KRCC/PLCC/RMSE (PLCC/RMSE after the 4-parameter logistic) on the finite predictions, as a
+    dict; every figure NaN when fewer than MIN_IMAGES_FOR_METRICS remain."""
+    from pinet_training.metrics import quality_metrics
 
     keep = np.isfinite(predicted)
     if int(keep.sum()) < MIN_IMAGES_FOR_METRICS:
         nan = math.nan
         return {"n": int(keep.sum()), "srcc": nan, "krcc": nan, "plcc": nan, "rmse": nan,
                 "plcc_raw": nan, "rmse_raw": nan, "fit": "none"}
-    return evaluate(predicted[keep], np.asarray(target, dtype=np.float64)[keep]).as_dict()
+    return quality_metrics(predicted[keep], np.asarray(target, dtype=np.float64)[keep]).as_dict()
 
 
 @dataclass
@@ -162,7 +163,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: IQADataset, split: str,
     recorded = training.get(SPLIT_KEY) or training.get("info", {}).get(SPLIT_KEY) or {}
     train_dataset = recorded.get("dataset")
     return Evaluation(checkpoint=str(checkpoint), train_dataset=train_dataset, test_dataset=dataset.name,
-                      split=split, chosen_epoch=int(training.get("chosen_epoch", training.get("epoch", 0)) or 0), metrics=quality_metrics(predictions, targets),
+                      split=split, chosen_epoch=int(training.get("chosen_epoch", training.get("epoch", 0)) or 0), metrics=finite_quality_metrics(predictions, targets),
                       ids=[sample_id(s, dataset) for s in samples], targets=targets.tolist(),
                       predictions=predictions.tolist(), problems=problems,
                       settings={"batch_size": batch_size, "device": str(device), "engine": engine,

@@ -12,7 +12,7 @@ from pinet.cli.choices import DatasetName, Device, EvalSplit
 from pinet.cli.common import THREADS_OPTION, device_option, fail, reported_errors, require_extra, stderr
 
 
-def evaluate(
+def eval_checkpoint(
     checkpoint: Path = typer.Argument(..., help="A stage-2 checkpoint (e.g. RUN/best.safetensors)"),
     dataset: DatasetName = typer.Option(..., "--dataset", case_sensitive=False, help="The dataset's name"),
     root: Path = typer.Option(..., "--root", help="Dataset root in its published layout"),
@@ -35,7 +35,7 @@ def evaluate(
     from pinet.cli.finetune import csv_scale_from_options
     from pinet_training.datasets import load_dataset
     from pinet_training.engine import configure_threads, select_device
-    from pinet_training.evaluate import DEFAULT_EVAL_BATCH, evaluate_checkpoint, write_evaluation
+    from pinet_training.checkpoint_evaluation import DEFAULT_EVAL_BATCH, evaluate_checkpoint, write_evaluation
 
     scale = csv_scale_from_options(dataset.value, csv_range, csv_lower_is_better, csv_label)
     with reported_errors():

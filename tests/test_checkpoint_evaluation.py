@@ -105,7 +105,7 @@ def test_eval_refuses_a_test_split_it_cannot_reproduce(trained, tmp_path):
 
 @pytest.mark.slow
 def test_unreadable_image_is_skipped_and_named(trained, tmp_path):
-    from pinet_training.evaluate import score_images
+    from pinet_training.checkpoint_evaluation import score_images
 
     loaded = load_checkpoint(trained["run"] / "best.safetensors", stage=2)
     broken = tmp_path / "broken.png"
