@@ -17,9 +17,11 @@ def test_choices_are_the_library_names():
     from pinet_training.datasets import DATASET_NAMES
     from pinet_training.engine import select_device
     from pinet_training.finetune_settings import LOSSES
+    from pinet_training.synth_manifest import SPLITS
 
     assert sorted(_values(choices.DatasetName)) == sorted(DATASET_NAMES)
     assert _values(choices.Loss) == list(LOSSES)
+    assert _values(choices.SynthSplit) == list(SPLITS)
     assert _values(choices.CalibrationMethod) == list(CALIBRATION_METHODS)
     assert _values(choices.Int8Target) == list(INT8_TARGETS)
     for provider in _values(choices.BenchProvider):
@@ -39,6 +41,7 @@ def test_choices_are_the_library_names():
      "--backbone-init"),
     (["train", "pretrain", "--data", ".", "--variant", "pinet_lite0", "--out", "r", "--device", "gpu"], "--device"),
     (["bench", "m.onnx", "--provider", "tensorrt"], "--provider"),
+    (["data", "validate", "m.onnx", "--data", ".", "--out", "r", "--split", "test"], "--split"),
 ])
 def test_a_value_outside_the_choices_is_a_usage_error_naming_the_option(arguments, option):
     result = CliRunner().invoke(app, arguments)

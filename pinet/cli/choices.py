@@ -19,6 +19,7 @@ Device = _choices("Device", "auto", "cpu", "cuda")                      # where 
 DatasetName = _choices("DatasetName", "koniq10k", "clive", "spaq", "kadid10k", "live", "csiq", "tid2013",
                        "synthetic", "csv")
 EvalSplit = _choices("EvalSplit", "test", "all")
+SynthSplit = _choices("SynthSplit", "train", "val")                     # pinet_training.synth_manifest.SPLITS
 EvalEngine = _choices("EvalEngine", "torch", "onnx")
 Loss = _choices("Loss", "l1", "mse")                                    # pinet_training.finetune_settings.LOSSES
 BackboneInit = _choices("BackboneInit", "auto", "imagenet", "random")

@@ -1,17 +1,34 @@
-"""`pinet data ...`: build training data (synthetic distortions with pseudo-subjective scores)."""
+"""`pinet data ...`: make the synth set (distorted photos with pseudo-subjective scores) and validate
+exported models on its held-out references."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
+from pinet.cli.choices import SynthSplit
 from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, reported_errors, require_extra, stderr
 
-app = typer.Typer(help="Build training data (synthetic distortions, pseudo-subjective scores).", no_args_is_help=True)
+app = typer.Typer(help="The synth set: make it (distorted photos, pseudo-subjective scores) and validate models on it.",
+                  no_args_is_help=True)
+
+
+def _require_modules(command: str, modules: tuple[str, ...]) -> None:
+    """Exit 2 with the install hint when ``modules`` (the train extra's, beyond torch) are missing."""
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):   # a broken or blocked install counts as missing
+            found = False
+        if not found:
+            stderr.print(f"[red]error:[/] `pinet {command}` needs {module}. "
+                         + escape("Install the extra: pip install 'pinet-iqa[train]'"))
+            raise typer.Exit(EXIT_USAGE)
 
 
 def _parse_types(value: str) -> tuple[str, ...]:
@@ -44,12 +61,12 @@ def synth(
     metric_short_side: int = typer.Option(192, "--metric-short-side", min=0,
                                           help="Pseudo-score metrics run at this short side (0 = full size)"),
 ) -> None:
-    """Distort reference photos (25 types x 5 levels), score them against the reference and write a manifest."""
+    """Make the synth set: distort reference photos (25 types x 5 levels), score them, write a manifest.
+
+    Each distorted copy is scored against its reference by a full-reference ensemble (pseudo-MOS).
+    """
     require_extra("train", "data synth")
-    for module in ("scipy", "piq"):
-        if importlib.util.find_spec(module) is None:
-            stderr.print(f"[red]error:[/] `pinet data synth` needs {module}. Install the extra: pip install 'pinet-iqa[train]'")
-            raise typer.Exit(EXIT_USAGE)
+    _require_modules("data synth", ("scipy", "piq"))
     if 0 < metric_short_side < 32:
         raise fail(f"--metric-short-side {metric_short_side}: use 0 (full size) or at least 32", EXIT_USAGE)
     if not refs.is_dir():
@@ -90,3 +107,28 @@ def synth(
         names = ", ".join(Path(result.source).name for result in summary.failed)
         raise fail(f"{len(summary.failed)} reference(s) could not be used: {names} (details in {out / 'errors.jsonl'})",
                    EXIT_FAILURE)
+
+
+@app.command("validate")
+def validate(
+    models: List[Path] = typer.Argument(..., help="Exported ONNX model(s); with two, also their agreement"),
+    data: Path = typer.Option(..., "--data", help="A synth set (the --out folder of `pinet data synth`)"),
+    out: Path = typer.Option(..., "--out", help="Folder for validation.json and validation.md"),
+    split: SynthSplit = typer.Option(SynthSplit.val, "--split", help="The manifest's split to score (val: the "
+                                     "held-out references)"),
+) -> None:
+    """Validate exported ONNX models on a synth set's held-out references (torch-free runtime).
+
+    Reports SRCC/PLCC vs the pseudo-MOS, SRCC per distortion class and same-reference pair accuracy.
+    """
+    _require_modules("data validate", ("scipy",))
+    for model in models:
+        if not model.is_file():
+            raise fail(f"{model}: no such model file", EXIT_USAGE)
+    from pinet_training.synth_validation import markdown, validate_on_synth_set, write_validation
+
+    with reported_errors():
+        report = validate_on_synth_set(data, models, split.value)
+    json_path, md_path = write_validation(report, out)
+    typer.echo(markdown(report))
+    stderr.print(f"wrote {json_path} and {md_path}", highlight=False)

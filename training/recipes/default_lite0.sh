@@ -8,7 +8,7 @@ PRISTINE=${1:-../shared/data/pristine}
 RUNS=${2:-runs}
 RESUME=()
 
-# 1. Synthetic set: 12 of 25 distortion types x 5 levels per reference, pseudo-MOS, split by reference.
+# 1. The synth set: 12 of 25 distortion types x 5 levels per reference, pseudo-MOS, split by reference.
 pinet data synth --refs "$PRISTINE" --out "$RUNS/synth" --workers 2
 
 # 2. Stage 1 on train references. 160 px crops: 2.3x cheaper per step than 224 on this CPU, and
@@ -38,5 +38,5 @@ cp "$RUNS/export/model.onnx" runtime/assets/default.onnx
 cp "$RUNS/export/model.int8.onnx" runtime/assets/default.int8.onnx
 
 # 5. Model-card figures on the held-out references, with the shipped files themselves.
-python -m pinet_training.synthetic_validation --data "$RUNS/synth" \
-    --model runtime/assets/default.onnx --model runtime/assets/default.int8.onnx --out "$RUNS/validation"
+pinet data validate runtime/assets/default.onnx runtime/assets/default.int8.onnx --data "$RUNS/synth" \
+    --out "$RUNS/validation"

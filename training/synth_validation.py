@@ -1,24 +1,23 @@
-"""Validation figures of an exported model on the held-out references of a synthetic set.
+"""Validation figures of exported models on the held-out references of a synth set (`pinet data validate`).
 
-Scores every val image of a `pinet data synth` folder with the torch-free runtime (the exact
-files that ship), then reports against the pseudo-MOS: SRCC/PLCC overall, SRCC per coarse
-distortion class, pairwise ranking accuracy on same-reference pairs whose pseudo scores differ by
-more than a margin, and, when two models are given, their agreement (INT8 vs FP32 fidelity).
-
-    python -m pinet_training.synthetic_validation --data runs/synth --model a.onnx [--model b.onnx] --out DIR
+Scores every image of one split (default: val) of a `pinet data synth` folder with the torch-free
+runtime (the exact files that ship), then reports against the pseudo-MOS: SRCC/PLCC overall, SRCC
+per coarse distortion class, pairwise ranking accuracy on same-reference pairs whose pseudo scores
+differ by more than a margin, and, when two models are given, their agreement (e.g. INT8 vs FP32).
 """
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
+from pinet_runtime.errors import PinetError
 from pinet_runtime.files import write_json_atomic, write_text_atomic
 from pinet_training.metrics import quality_metrics, srcc
-from pinet_training.synth_manifest import SynthItem, read_manifest
+from pinet_training.synth_manifest import SPLITS, SynthItem, manifest_path, read_manifest
 
 PAIR_MARGIN = 0.05
 
@@ -57,7 +56,9 @@ def figures(items: list[SynthItem], scores: np.ndarray) -> dict:
     per_class = {}
     for name in sorted({item.distortion_class for item in items}):
         mask = np.array([item.distortion_class == name for item in items])
-        per_class[name] = {"images": int(mask.sum()), "srcc": srcc(scores[mask], targets[mask])}
+        # A class needs two images for a rank correlation (a tiny split can have one).
+        class_srcc = srcc(scores[mask], targets[mask]) if mask.sum() >= 2 else float("nan")
+        per_class[name] = {"images": int(mask.sum()), "srcc": class_srcc}
     accuracy, pairs = pairwise_accuracy(items, scores)
     return {"images": len(items), "overall": overall, "per_class": per_class,
             "pairwise_accuracy": accuracy, "pairs": pairs, "pair_margin": PAIR_MARGIN}
@@ -88,30 +89,41 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="a `pinet data synth` folder")
-    parser.add_argument("--model", type=Path, action="append", required=True, help="ONNX model (1 or 2)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--split", default="val", choices=("train", "val"))
-    args = parser.parse_args(argv)
-    items = [item for item in read_manifest(args.data) if item.split == args.split]
-    all_scores = {model.name: score_items(model, items) for model in args.model}
-    report: dict = {"data": str(args.data), "split": args.split, "models": {}}
+class SynthValidationError(PinetError):
+    """Nothing to validate on: the asked split of the manifest is empty, or a model scored under 2 images."""
+
+
+def model_names(models: Sequence[Path]) -> list[str]:
+    """The report's key for each model: its file name, or its full path where two names clash."""
+    names = [model.name for model in models]
+    return [name if names.count(name) == 1 else str(model) for name, model in zip(names, models)]
+
+
+def validate_on_synth_set(data: Path, models: Sequence[Path], split: str = "val") -> dict:
+    """The report for ``models`` (ONNX files) on the ``split`` rows of the synth set at ``data``."""
+    if split not in SPLITS:
+        raise SynthValidationError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    items = [item for item in read_manifest(data) if item.split == split]
+    if not items:
+        raise SynthValidationError(manifest_path(data), f"has no {split!r} rows to validate on")
+    all_scores = {name: score_items(model, items) for name, model in zip(model_names(models), models)}
+    report: dict = {"data": str(data), "split": split, "models": {}}
     for name, scores in all_scores.items():
         keep = np.isfinite(scores)
+        if keep.sum() < 2:
+            raise SynthValidationError(name, f"scored {int(keep.sum())} of the {len(items)} {split} images; "
+                                             "the figures need at least 2")
         report["models"][name] = figures([i for i, k in zip(items, keep) if k], scores[keep])
         report["models"][name]["unreadable"] = int((~keep).sum())
     if len(all_scores) == 2:
         first, second = all_scores.values()
         keep = np.isfinite(first) & np.isfinite(second)
         report["agreement"] = agreement(first[keep], second[keep])
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "validation.json", report)
-    write_text_atomic(args.out / "validation.md", markdown(report))
-    print(markdown(report))
-    return 0
+    return report
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def write_validation(report: dict, out_dir: Path) -> tuple[Path, Path]:
+    """``validation.json`` and ``validation.md`` in ``out_dir`` (created), each written atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return (write_json_atomic(out_dir / "validation.json", report),
+            write_text_atomic(out_dir / "validation.md", markdown(report)))
