@@ -1,9 +1,11 @@
-"""`pinet bench` end to end on a tiny pinet_lite0 (64 px crops): every row field present and consistent.
+"""`pinet bench` end to end on a tiny pinet_lite0 (64 px crops): every row field present and consistent,
+and the timed ONNX files are the ones the `pinet export` pipeline writes.
 
 Numbers are never compared with targets here (benchmarks are not timed tests); the tests check
 the types, positivity and arithmetic relations that must hold on any machine.
 """
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,14 +14,17 @@ from pathlib import Path
 import pytest
 
 from pinet_export.bench import BenchSettings, run_benchmark
+from pinet_export.bench.exports import RECIPE_FILE, earlier_export, export_recipe, exported_precisions
 from pinet_export.bench.report import ROW_FIELDS
+from pinet_export.config import ExportSettings
 
 TINY_PREP = dict(crop_size=64, resize_short_side=80)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """One library run on a tiny checkpoint: torch, fp32 and int8, batch 2 (10 crops a run), 2 repetitions."""
+    """One library run on a tiny checkpoint: torch, fp32 and int8, batch 2 (10 crops a run), 2 repetitions;
+    exported with the bench's default export settings (pinet export's, accuracy search included)."""
     from pinet.checkpoint import save_checkpoint
     from pinet.models import create_model
     from pinet_runtime.preprocess import Preprocessing
@@ -96,6 +101,28 @@ def test_files_flops_and_ratios_are_consistent(tiny_run):
 
 
 @pytest.mark.slow
+def test_the_timed_files_are_the_export_pipelines_and_a_rerun_reuses_them(tiny_run, sample_photos):
+    from pinet_export.bench.models import prepare_models
+    from pinet_runtime.model_file import read_model_info
+
+    folder, settings, report = tiny_run
+    model_dir = folder / "out" / "models" / "tiny"
+    export_report = json.loads((model_dir / "report.json").read_text())   # written by pinet_export.pipeline
+    assert export_report["validated"] is False and sorted(export_report["files"]) == ["fp32", "int8"]
+    int8 = read_model_info(model_dir / "model.int8.onnx").calibration
+    # pinet export's defaults: up to 256 crops, i.e. every bundled photo's 5 crops; portable 7-bit
+    # weights; the accuracy search that keeps score-sensitive nodes in FP32.
+    assert int8["crops"] == 5 * len(sample_photos) and int8["photos"] == len(sample_photos)
+    assert int8["method"] == "minmax" and int8["reduce_range"] is True
+    assert int8["accuracy_search"]["max_fp32_nodes"] == 8
+    written = {name: (model_dir / name).stat().st_mtime_ns for name in ("model.onnx", "model.int8.onnx")}
+    (model,) = prepare_models([str(folder / "tiny.safetensors")], [], settings, lambda _: None)
+    assert model.files == {"fp32": model_dir / "model.onnx", "int8": model_dir / "model.int8.onnx"}
+    assert any("reused" in note for note in model.notes), model.notes
+    assert {name: (model_dir / name).stat().st_mtime_ns for name in written} == written
+
+
+@pytest.mark.slow
 def test_cli_without_torch_skips_torch_rows_with_a_note(tiny_run, tmp_path, blocked_imports):
     """An ONNX input with torch made unimportable: the torch row is skipped and says why."""
     folder, _, _ = tiny_run
@@ -126,3 +153,49 @@ def test_cli_refuses_bad_input_without_traceback(tmp_path):
     assert "missing.onnx" in done.stderr and "Traceback" not in done.stderr
     usage = subprocess.run([sys.executable, "-m", "pinet.cli", "bench"], capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2 and "name at least one model" in usage.stderr
+
+
+def test_the_bench_exports_with_pinet_exports_defaults_without_validation(tmp_path):
+    export = BenchSettings().export
+    assert export.validate is False
+    assert dataclasses.replace(export, validate=True, out_dir=tmp_path) == ExportSettings(out_dir=tmp_path)
+
+
+@pytest.mark.parametrize("precisions, provider, expected", [
+    (("torch",), "cpu", []),
+    (("torch", "fp32", "int8", "fp16"), "cpu", ["fp32", "int8"]),     # no FP16 file for CPU rows
+    (("int8", "fp16"), "cuda", ["int8", "fp16"]),
+])
+def test_exported_precisions(precisions, provider, expected):
+    assert exported_precisions(BenchSettings(precisions=precisions, provider=provider)) == expected
+
+
+def test_an_earlier_export_is_reused_only_for_the_same_recipe_and_files(tmp_path, tiny_onnx):
+    fp32 = tiny_onnx.build_tiny_model(tmp_path / "model.onnx")       # made from checkpoint "0" * 64
+    recipe = export_recipe(ExportSettings(out_dir=tmp_path, quantize=True), "0" * 64)
+    assert recipe == export_recipe(ExportSettings(out_dir=tmp_path / "elsewhere", quantize=True), "0" * 64)
+    stamp = tmp_path / RECIPE_FILE
+    stamp.write_text(json.dumps({"recipe": recipe, "files": {"fp32": "model.onnx"}}))
+    assert earlier_export(tmp_path, recipe, ["fp32"]) == {"fp32": fp32}
+    assert earlier_export(tmp_path, recipe, ["fp32", "int8"]) is None          # not exported then
+    other_settings = export_recipe(ExportSettings(out_dir=tmp_path, quantize=True, calib_count=16), "0" * 64)
+    assert earlier_export(tmp_path, other_settings, ["fp32"]) is None
+    other_checkpoint = export_recipe(ExportSettings(out_dir=tmp_path, quantize=True), "1" * 64)
+    stamp.write_text(json.dumps({"recipe": other_checkpoint, "files": {"fp32": "model.onnx"}}))
+    assert earlier_export(tmp_path, other_checkpoint, ["fp32"]) is None     # the file is another checkpoint's
+    stamp.write_text('{"recipe": ')                                          # cut short
+    assert earlier_export(tmp_path, recipe, ["fp32"]) is None
+
+
+def test_a_failed_export_fails_its_rows_without_measuring(tmp_path):
+    from pinet_export.bench.models import BenchModel
+    from pinet_export.bench.run import bench_row
+    from pinet_runtime.preprocess import Preprocessing
+
+    model = BenchModel("tiny", "tiny.safetensors", "checkpoint", "pinet_lite0", Preprocessing(**TINY_PREP), {},
+                       files={"fp32": tmp_path / "model.onnx"},
+                       export_failures={"int8": "model.int8.onnx: ranking SRCC 0.2 < 0.99"})
+    settings = BenchSettings(out_dir=tmp_path)
+    row = bench_row(model, "int8", 1, 1, settings, str(tmp_path / "crops.npy"), "photo.jpg", {}, lambda _: None)
+    assert row["status"] == "failed" and row["note"] == "failed: export: model.int8.onnx: ranking SRCC 0.2 < 0.99"
+    assert set(row) == set(ROW_FIELDS) and row["run_ms_p50"] is None

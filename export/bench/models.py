@@ -1,18 +1,16 @@
 """The models `pinet bench` measures: each input (variant, checkpoint or ONNX file) resolved to
 a BenchModel with the file each precision runs from; checkpoints and variants are exported on
-the fly, ONNX files are measured as they are."""
+the fly by the `pinet export` pipeline, ONNX files are measured as they are."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+from pinet_export.bench.exports import export_checkpoint
 from pinet_export.bench.settings import BenchError, BenchSettings, ProgressCallback
 from pinet_runtime.preprocess import Preprocessing
-
-CALIBRATION_CROPS = 16  # INT8 here is for timing: its speed does not depend on calibration quality
 
 
 @dataclass
@@ -27,7 +25,8 @@ class BenchModel:
     model_config: dict
     checkpoint: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)          # precision -> ONNX file
-    unavailable: dict[str, str] = field(default_factory=dict)     # precision -> why it has no row
+    unavailable: dict[str, str] = field(default_factory=dict)     # precision -> why it is skipped
+    export_failures: dict[str, str] = field(default_factory=dict)  # precision -> why its export failed
     flops_per_crop: int | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -91,60 +90,6 @@ def _variant_checkpoint(variant: str, folder: Path, progress: ProgressCallback) 
                   "the weight values")
 
 
-def _export_checkpoint(model: BenchModel, folder: Path, settings: BenchSettings, progress: ProgressCallback) -> None:
-    """FP32 (and INT8 / FP16 when asked) ONNX files of a checkpoint, reused when already exported."""
-    from pinet_export.config import FP16_FILE, FP32_FILE, INT8_FILE
-    from pinet_export.convert import convert_model, load_stage2_checkpoint
-    from pinet_runtime.files import publish, temporary_path
-    from pinet_export.photos import bundled_samples_dir, calibration_crops, list_photos
-    from pinet_runtime.model_file import ModelFileError, read_model_info
-
-    torch_model, prep, sha = load_stage2_checkpoint(model.checkpoint)
-
-    def up_to_date(path: Path) -> bool:
-        try:
-            return path.is_file() and read_model_info(path).source_sha256 == sha
-        except ModelFileError:
-            return False
-
-    def write(final: Path, make: Callable[[Path], object]) -> Path:
-        tmp = temporary_path(final)
-        try:
-            make(tmp)
-            return publish(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    wanted_onnx = [p for p in settings.precisions if p != "torch"]
-    if not wanted_onnx:
-        return
-    fp32 = folder / FP32_FILE
-    if not up_to_date(fp32):
-        progress(f"{model.name}: exporting FP32 ONNX")
-        write(fp32, lambda tmp: convert_model(torch_model, prep, tmp, sha))
-    model.files["fp32"] = fp32
-    if "int8" in settings.precisions:
-        int8 = folder / INT8_FILE
-        if not up_to_date(int8):
-            from pinet_export.quantize import choose_int8_types, quantize_int8
-            from pinet_runtime.cpu import cpu_flags
-
-            crops, _, used = calibration_crops(list_photos(bundled_samples_dir()), prep, CALIBRATION_CROPS)
-            progress(f"{model.name}: quantizing to INT8 ({len(crops)} calibration crops of {used} bundled photos)")
-            source = {"directory": str(bundled_samples_dir()), "photos": used, "bundled_samples": True}
-            write(int8, lambda tmp: quantize_int8(fp32, tmp, crops, "minmax", choose_int8_types(cpu_flags()),
-                                                  None, source))
-        model.files["int8"] = int8
-    if "fp16" in settings.precisions and settings.provider == "cuda":
-        fp16 = folder / FP16_FILE
-        if not up_to_date(fp16):
-            from pinet_export.fp16 import convert_fp16
-
-            progress(f"{model.name}: converting to FP16")
-            write(fp16, lambda tmp: convert_fp16(fp32, tmp))
-        model.files["fp16"] = fp16
-
-
 def prepare_models(inputs: list[str], variants: list[str], settings: BenchSettings,
                    progress: ProgressCallback) -> list[BenchModel]:
     """Resolve every input to a BenchModel with its ONNX files (exporting checkpoints on the fly)."""
@@ -178,7 +123,11 @@ def prepare_models(inputs: list[str], variants: list[str], settings: BenchSettin
                                header.model_config.to_dict(), checkpoint=checkpoint)
             if note:
                 model.notes.append(note)
-            _export_checkpoint(model, folder, settings, progress)
+            exported = export_checkpoint(checkpoint, folder, settings, name, progress)
+            model.files.update(exported.files)
+            model.export_failures.update(exported.failures)
+            if exported.note:
+                model.notes.append(exported.note)
         _mark_unavailable(model, settings)
         if torch_problem() is None:
             model.flops_per_crop = flops_at_crop_size(model.model_config, model.preprocessing.crop_size)
@@ -205,7 +154,7 @@ def _mark_unavailable(model: BenchModel, settings: BenchSettings) -> None:
         elif precision == "fp16" and settings.provider != "cuda":
             model.unavailable[precision] = ("skipped: FP16 rows need --provider cuda (onnxruntime has few FP16 "
                                             "CPU kernels, so a CPU FP16 figure would mislead)")
-        elif precision not in model.files:
+        elif precision not in model.files and precision not in model.export_failures:  # an ONNX input
             model.unavailable[precision] = (f"skipped: the input is an ONNX {', '.join(model.files)} file; pass "
                                             "a checkpoint or variant to bench other precisions")
 

@@ -3,8 +3,8 @@
 Every row (model x precision x threads x batch) is measured in its own fresh child process
 (probe.py), so peak memory and cold start belong to that row alone. Inputs are real photos
 (the bundled samples) turned into crops by the preprocessing contract stored with each model.
-The models to measure are prepared in models.py; rows, ratios, targets and report files in
-report.py, the markdown and chart in table.py.
+The models to measure are prepared in models.py (their ONNX files in exports.py); rows, ratios,
+targets and report files in report.py, the markdown and the chart in table.py.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def matmul_peak(threads: int, settings: BenchSettings) -> dict:
 def run_benchmark(inputs: list[str], variants: list[str], settings: BenchSettings,
                   progress: ProgressCallback = lambda _: None) -> dict:
     """Measure everything and write the reports into settings.out_dir; returns the JSON report."""
-    from pinet_export.bench.report import build_report, machine_info, measured_row, skipped_row, write_reports
+    from pinet_export.bench.report import build_report, machine_info, write_reports
     from pinet_export.photos import bundled_samples_dir, list_photos
 
     settings.out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,28 +79,35 @@ def run_benchmark(inputs: list[str], variants: list[str], settings: BenchSetting
                 np.save(crops_path, input_crops(model.preprocessing, batch))
                 for threads in settings.threads:
                     peak = next(p for p in peaks if p["threads"] == threads)
-                    for precision in settings.precisions:
-                        label = f"{model.name} {precision} batch {batch} threads {threads}"
-                        if precision in model.unavailable:
-                            rows.append(skipped_row(model, precision, batch, threads, settings,
-                                                    model.unavailable[precision]))
-                            continue
-                        progress(label)
-                        spec = _row_spec(model, precision, batch, threads, settings, str(crops_path), photo)
-                        try:
-                            result = run_child(spec, settings)
-                        except (RuntimeError, ValueError) as err:  # one bad row must not end the run
-                            progress(f"{label}: failed ({err})")
-                            rows.append(skipped_row(model, precision, batch, threads, settings,
-                                                    f"failed: {err}", status="failed"))
-                            continue
-                        rows.append(measured_row(model, precision, batch, threads, settings, result, peak))
+                    rows += [bench_row(model, precision, batch, threads, settings, str(crops_path), photo, peak,
+                                       progress) for precision in settings.precisions]
     # A second probe after the rows shows whether the machine's speed drifted during the run.
     peaks_end = [matmul_peak(threads, settings) for threads in settings.threads]
     _use_best_peak(rows, peaks, peaks_end)
     report = build_report(models, rows, peaks, peaks_end, settings, machine_start, machine_info())
     write_reports(report, settings.out_dir, progress)
     return report
+
+
+def bench_row(model: BenchModel, precision: str, batch: int, threads: int, settings: BenchSettings,
+              crops_path: str, photo: str, peak: dict, progress: ProgressCallback) -> dict:
+    """One row: skipped or failed with the reason, or measured in a fresh child process."""
+    from pinet_export.bench.report import measured_row, skipped_row
+
+    if precision in model.unavailable:
+        return skipped_row(model, precision, batch, threads, settings, model.unavailable[precision])
+    if precision in model.export_failures:
+        return skipped_row(model, precision, batch, threads, settings,
+                           f"failed: export: {model.export_failures[precision]}", status="failed")
+    label = f"{model.name} {precision} batch {batch} threads {threads}"
+    progress(label)
+    spec = _row_spec(model, precision, batch, threads, settings, crops_path, photo)
+    try:
+        result = run_child(spec, settings)
+    except (RuntimeError, ValueError) as err:  # one bad row must not end the run
+        progress(f"{label}: failed ({err})")
+        return skipped_row(model, precision, batch, threads, settings, f"failed: {err}", status="failed")
+    return measured_row(model, precision, batch, threads, settings, result, peak)
 
 
 def _use_best_peak(rows: list[dict], peaks: list[dict], peaks_end: list[dict]) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pinet_export.config import ExportSettings
 from pinet_runtime.errors import PinetError
 
 PRECISIONS = ("torch", "fp32", "int8", "fp16")
@@ -30,6 +31,10 @@ class BenchSettings:
     profile_ops: bool = False               # add onnxruntime's per-op-type profile to ONNX rows
     matmul_size: int = MATMUL_SIZE          # tests use a small probe; the real one needs ~0.1 s per product
     child_timeout_s: float = 1800.0
+    # How checkpoints and variants are exported, as `pinet export` would (its out_dir, quantize
+    # and fp16 are set per model from the precisions); the bench does not validate unless asked.
+    export: ExportSettings = field(default_factory=lambda: ExportSettings(out_dir=Path("pinet-bench"),
+                                                                          validate=False))
 
     def __post_init__(self) -> None:
         problems = [f"precision {p!r} is not one of {PRECISIONS}" for p in self.precisions if p not in PRECISIONS]

@@ -26,6 +26,16 @@ def _name_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _export_settings(out: Path, validate: bool):
+    """`pinet export`'s defaults (its calibration and validation photos), so the bench times the
+    files that command writes; each model's folder and precisions are filled in per model."""
+    from pinet.cli.export import CAMERA_DIR, PRISTINE_DIR, default_calibration_dirs
+    from pinet_export.config import ExportSettings
+
+    return ExportSettings(out_dir=out / "models", calib_dirs=default_calibration_dirs(), validate=validate,
+                          validation_dirs=tuple(d for d in (PRISTINE_DIR, CAMERA_DIR) if d.is_dir()))
+
+
 def bench(
     models: Optional[List[str]] = typer.Argument(None, metavar="[MODEL_OR_CKPT]...",
                                                  help="Variant names, stage-2 checkpoints or exported .onnx files"),
@@ -42,12 +52,16 @@ def bench(
                                                                "and the exported models"),
     profile_ops: bool = typer.Option(False, "--profile-ops", help="Add onnxruntime's time per operator type"),
     matmul_size: int = typer.Option(2048, "--matmul-size", min=64, help="Side of the float32 matmul peak probe"),
+    validate: bool = typer.Option(False, "--validate/--no-validate",
+                                  help="Hold exported files to pinet export's validation gates (a failed "
+                                       "precision's rows fail)"),
 ) -> None:
     """Benchmark PyTorch eager vs ONNX FP32 / INT8 (FP16 on CUDA) against the machine's matmul peak.
 
     Every row runs in its own fresh process. Checkpoints and variants are exported on the fly into
-    OUT/models (INT8 calibrated on the bundled sample photos); variants get untrained weights, which
-    changes no timing. Inputs are real photo crops made by each model's preprocessing contract.
+    OUT/models by the `pinet export` pipeline with its default settings, so the files timed are the
+    ones `pinet export --quantize` writes; variants get untrained weights, which changes no timing.
+    Inputs are real photo crops made by each model's preprocessing contract.
     """
     from pinet_export.bench import BenchSettings, run_benchmark
 
@@ -61,7 +75,8 @@ def bench(
         settings = BenchSettings(precisions=tuple(_name_list(precisions.lower())),
                                  batches=_int_list(batch, "--batch"), threads=_int_list(threads, "--threads"),
                                  provider=provider.value, repeats=repeats, warmup=warmup, out_dir=out,
-                                 profile_ops=profile_ops, matmul_size=matmul_size)
+                                 profile_ops=profile_ops, matmul_size=matmul_size,
+                                 export=_export_settings(out, validate))
     with reported_errors():
         report = run_benchmark(items, variant_names, settings,
                                progress=lambda message: stderr.print(f"[dim]{escape(message)}[/]", highlight=False))
