@@ -1,28 +1,34 @@
 """INT8 vs FP32 on many real photos: rank fidelity, score difference and speed, with the CPU flags.
 
-    python -m pinet_export.fidelity --fp32 model.onnx --int8 model.int8.onnx --photos DIR [--count 240]
-
-The export gate checks a few dozen photos; this measures a file on as many photos as you have
-(never the calibration photos: pass a directory it was not calibrated on). Both files are opened
-with the torch-free runtime (``pinet_runtime.Scorer``), so the figures are what users get.
+The export gate checks a few dozen photos; `pinet fidelity` measures a file on as many photos as
+you have (never the calibration photos: pass a directory it was not calibrated on). Both files are
+opened with the torch-free runtime (``pinet_runtime.Scorer``), so the figures are what users get.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from pinet_export.pipeline import spread
 from pinet_export.photos import list_photos
+from pinet_export.pipeline import spread
 from pinet_runtime.cpu import read_cpu_info
+from pinet_runtime.errors import PinetError
+
+TIMING_IMAGES = 20
+MIN_PHOTOS = 2          # a rank correlation needs two scored photos
 
 
-def measure(fp32: Path, int8: Path, photos: list[Path], timing_images: int = 20, threads: int | None = None) -> dict:
+class FidelityError(PinetError):
+    """Too few readable photos to compare the two files on."""
+
+
+def measure_fidelity(fp32: Path, int8: Path, photos: list[Path], timing_images: int = TIMING_IMAGES,
+                     threads: int | None = None) -> dict:
+    """Scores of ``photos`` by both files: SRCC of INT8 vs FP32, |difference|, median latency, CPU flags."""
     from scipy.stats import spearmanr
 
     from pinet_runtime import Scorer
@@ -34,10 +40,13 @@ def measure(fp32: Path, int8: Path, photos: list[Path], timing_images: int = 20,
             crops.append(scorers["fp32"].crops(path))
         except ValueError as err:   # ImageDecodeError and its subclasses
             skipped.append(str(err))
+    if len(crops) < MIN_PHOTOS:
+        raise FidelityError(f"{len(crops)} of {len(photos)} photos could be read; the comparison needs at least "
+                            f"{MIN_PHOTOS}")
     scores = {name: np.array([float(s.score_crops(c).mean()) for c in crops]) for name, s in scorers.items()}
     latency = {}
     for name, scorer in scorers.items():
-        scorer.score_crops(crops[0])   # warm-up
+        scorer.score_crops(crops[0])   # warm-up: the first run allocates
         times = []
         for c in crops[:timing_images]:
             started = time.perf_counter()
@@ -52,21 +61,28 @@ def measure(fp32: Path, int8: Path, photos: list[Path], timing_images: int = 20,
         "fp32_score_std": float(scores["fp32"].std()),
         "ms_per_image": latency, "speedup": latency["fp32"] / latency["int8"],
         "cpu_flags": [name for name, present in cpu.flags_of_interest().items() if present],
-        "machine": platform.machine(),
+        "cpu_model": cpu.model_name, "machine": platform.machine(),
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fp32", type=Path, required=True)
-    parser.add_argument("--int8", type=Path, required=True)
-    parser.add_argument("--photos", type=Path, required=True, help="directory of real photos (not calibration ones)")
-    parser.add_argument("--count", type=int, default=240, help="photos, spread evenly over the directory")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    result = measure(args.fp32, args.int8, spread(list_photos(args.photos), args.count), threads=args.threads)
-    print(json.dumps(result, indent=2))
+def measure_fidelity_on_folder(fp32: Path, int8: Path, folder: Path, count: int,
+                               threads: int | None = None) -> dict:
+    """:func:`measure_fidelity` on ``count`` photos spread evenly over ``folder`` (sorted by name)."""
+    return measure_fidelity(fp32, int8, spread(list_photos(folder), count), threads=threads)
 
 
-if __name__ == "__main__":
-    main()
+def fidelity_table(result: dict) -> str:
+    """The figures of :func:`measure_fidelity` as aligned text lines, for people."""
+    latency = result["ms_per_image"]
+    rows = [
+        ("photos", f"{result['photos']} ({len(result['skipped'])} unreadable)"),
+        ("SRCC int8 vs fp32", f"{result['srcc']:.4f}"),
+        ("mean |difference|", f"{result['mean_abs_diff']:.5f}"),
+        ("max |difference|", f"{result['max_abs_diff']:.5f}"),
+        ("fp32 score std", f"{result['fp32_score_std']:.4f}"),
+        ("ms per image", f"fp32 {latency['fp32']:.1f}, int8 {latency['int8']:.1f} (x{result['speedup']:.2f})"),
+        ("cpu", f"{result['cpu_model']} ({result['machine']})"),
+        ("cpu flags", ", ".join(result["cpu_flags"]) or "none of interest"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)

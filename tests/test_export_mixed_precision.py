@@ -97,10 +97,10 @@ def test_search_finds_the_fragile_node_keeps_it_in_fp32_and_the_gate_passes(tmp_
 
 
 def test_fidelity_measure_compares_two_files_through_the_runtime(tmp_path, tiny_onnx):
-    from pinet_export.fidelity import measure
+    from pinet_export.fidelity import measure_fidelity
 
     fp32 = _build_net(tmp_path / "model.onnx", tiny_onnx)
     photos = list_photos(bundled_samples_dir())
-    same = measure(fp32, fp32, photos + [tmp_path / "missing.jpg"], timing_images=2)
+    same = measure_fidelity(fp32, fp32, photos + [tmp_path / "missing.jpg"], timing_images=2)
     assert same["photos"] == len(photos) and len(same["skipped"]) == 1 and "missing.jpg" in same["skipped"][0]
     assert same["srcc"] == pytest.approx(1.0) and same["mean_abs_diff"] == 0.0 and same["speedup"] > 0

@@ -13,6 +13,7 @@ from pinet.cli import bench as bench_cli
 from pinet.cli import data as data_cli
 from pinet.cli import eval_checkpoint as eval_checkpoint_cli
 from pinet.cli import export as export_cli
+from pinet.cli import fidelity as fidelity_cli
 from pinet.cli import info as info_cli
 from pinet.cli import model as model_cli
 from pinet.cli import score as score_cli
@@ -30,6 +31,7 @@ app.command("export")(export_cli.export)
 app.command("info")(info_cli.info)
 app.command("eval")(eval_checkpoint_cli.eval_checkpoint)
 app.command("bench")(bench_cli.bench)
+app.command("fidelity")(fidelity_cli.fidelity)
 app.add_typer(model_cli.app, name="model")
 app.add_typer(data_cli.app, name="data")
 app.add_typer(train_cli.app, name="train")

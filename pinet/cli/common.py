@@ -33,11 +33,16 @@ _EXTRA_MODULES = {"train": ("torch", "torchvision", "safetensors"),
 
 def require_extra(extra: str, command: str) -> None:
     """Exit 2 with an install hint when a command's optional dependencies are missing."""
+    require_modules(command, _EXTRA_MODULES[extra], extra)
+
+
+def require_modules(command: str, modules: tuple[str, ...], extra: str) -> None:
+    """Exit 2 naming the missing ``modules`` and the extra that installs them."""
     missing = []
-    for module in _EXTRA_MODULES[extra]:
+    for module in modules:
         try:
             found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
+        except (ImportError, ValueError):   # a broken or blocked install counts as missing
             found = False
         if not found:
             missing.append(module)

@@ -3,32 +3,18 @@ exported models on its held-out references."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.markup import escape
 
 from pinet.cli.choices import SynthSplit
-from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, reported_errors, require_extra, stderr
+from pinet.cli.common import (EXIT_FAILURE, EXIT_USAGE, fail, reported_errors, require_extra, require_modules,
+                              stderr)
 
 app = typer.Typer(help="The synth set: make it (distorted photos, pseudo-subjective scores) and validate models on it.",
                   no_args_is_help=True)
-
-
-def _require_modules(command: str, modules: tuple[str, ...]) -> None:
-    """Exit 2 with the install hint when ``modules`` (the train extra's, beyond torch) are missing."""
-    for module in modules:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):   # a broken or blocked install counts as missing
-            found = False
-        if not found:
-            stderr.print(f"[red]error:[/] `pinet {command}` needs {module}. "
-                         + escape("Install the extra: pip install 'pinet-iqa[train]'"))
-            raise typer.Exit(EXIT_USAGE)
 
 
 def _parse_types(value: str) -> tuple[str, ...]:
@@ -66,7 +52,7 @@ def synth(
     Each distorted copy is scored against its reference by a full-reference ensemble (pseudo-MOS).
     """
     require_extra("train", "data synth")
-    _require_modules("data synth", ("scipy", "piq"))
+    require_modules("data synth", ("scipy", "piq"), "train")
     if 0 < metric_short_side < 32:
         raise fail(f"--metric-short-side {metric_short_side}: use 0 (full size) or at least 32", EXIT_USAGE)
     if not refs.is_dir():
@@ -121,7 +107,7 @@ def validate(
 
     Reports SRCC/PLCC vs the pseudo-MOS, SRCC per distortion class and same-reference pair accuracy.
     """
-    _require_modules("data validate", ("scipy",))
+    require_modules("data validate", ("scipy",), "train")
     for model in models:
         if not model.is_file():
             raise fail(f"{model}: no such model file", EXIT_USAGE)

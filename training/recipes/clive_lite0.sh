@@ -52,5 +52,5 @@ cp runs/clive_final/default.safetensors pinet/assets/default.safetensors
 pinet export pinet/assets/default.safetensors --quantize --out "$RUNS/export"
 cp "$RUNS/export/model.onnx" runtime/assets/default.onnx
 cp "$RUNS/export/model.int8.onnx" runtime/assets/default.int8.onnx
-python -m pinet_export.fidelity --fp32 runtime/assets/default.onnx --int8 runtime/assets/default.int8.onnx \
+pinet fidelity runtime/assets/default.onnx runtime/assets/default.int8.onnx \
     --photos "$CLIVE/images" --count 240
