@@ -87,3 +87,20 @@ def test_model_pack_writes_a_half_size_weights_only_copy(tmp_path):
     assert packed.stat().st_size < 0.55 * source.stat().st_size
     bad = run_pinet("model", "pack", str(tmp_path / "absent.safetensors"), "--out", str(tmp_path / "x.safetensors"))
     assert bad.returncode == 1 and "absent.safetensors" in bad.stderr
+
+
+@pytest.mark.slow
+def test_model_create_auto_never_downloads(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pinet.cli.app import app
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))      # an empty weights cache
+    out = tmp_path / "r18.safetensors"
+    created = CliRunner().invoke(app, ["model", "create", "--variant", "pinet_r18", "--out", str(out)])
+    assert created.exit_code == 0, created.output
+    assert "resnet18" in created.output and "random" in created.output     # auto_init says why
+    # torch.hub creates its checkpoints folder before any download; auto must not get that far.
+    assert not (tmp_path / "torch_home").exists()
+    card = json.loads(run_pinet("info", str(out), "--json").stdout)
+    assert card["variant"] == "pinet_r18" and card["training"]["backbone_init"] == "random"

@@ -18,8 +18,8 @@ def create(
     variant: str = typer.Option(..., "--variant", "-v", help="pinet_r50 (paper), pinet_r18, pinet_lite0"),
     stage: int = typer.Option(2, "--stage", "-s", min=1, max=2, help="1 = pair pre-training net, 2 = scorer"),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write (.safetensors)"),
-    init: str = typer.Option("auto", help="Backbone init: auto (ImageNet where available), imagenet, random, "
-                                          "or a path to a local weights file"),
+    init: str = typer.Option("auto", help="Backbone init: auto (ImageNet if its weights are on this machine, "
+                                          "else random; never downloads), imagenet, random, or a local weights file"),
     seed: int = typer.Option(0, help="Seed for the randomly initialised parts"),
 ) -> None:
     """Write a fresh, self-describing checkpoint."""
@@ -27,21 +27,18 @@ def create(
     import torch
 
     from pinet.checkpoint import save_checkpoint
-    from pinet.models import create_model, default_preprocessing, list_models
+    from pinet.models import auto_init, create_model, default_preprocessing, list_models
 
     if variant not in list_models():
         raise fail(f"unknown variant {variant!r}; valid variants: {', '.join(list_models())}", EXIT_USAGE)
-    torch.manual_seed(seed)
     used_init = init
+    if init == "auto":   # ImageNet weights only when already on this machine: never a download
+        used_init, why_random = auto_init(variant)
+        if why_random:
+            stderr.print(f"[yellow]note:[/] {escape(why_random)}")
+    torch.manual_seed(seed)
     try:
-        if init == "auto":
-            try:
-                model, used_init = create_model(variant, stage, init="imagenet"), "imagenet"
-            except RuntimeError as err:
-                stderr.print(f"[yellow]warning:[/] ImageNet weights unavailable ({escape(str(err))}); using random init")
-                model, used_init = create_model(variant, stage, init="random"), "random"
-        else:
-            model = create_model(variant, stage, init=init)
+        model = create_model(variant, stage, init=used_init)
     except (RuntimeError, FileNotFoundError, ValueError) as err:  # how create_model reports bad weights or init
         raise fail(str(err)) from None
     save_checkpoint(out, model, default_preprocessing(variant),
