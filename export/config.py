@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The dynamo exporter's opset floor (NOTES.md: asking for less silently stays at 18).
+# The dynamo exporter's opset floor (measured: asking for less silently stays at 18).
 DEFAULT_OPSET = 18
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # this-cpu: full 8-bit weights where the exporting CPU has VNNI (they can saturate on x86 CPUs

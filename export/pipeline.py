@@ -23,7 +23,7 @@ from pinet_export.validate import (StepValidation, ValidationFailure, export_too
 from pinet_runtime.files import publish, temporary_path
 
 # Validation stays quick: at most this many real photos (bundled samples first, then --calib,
-# then an even spread of ../shared/data/pristine).
+# then an even spread of the validation folders, e.g. a shared data folder's pristine photos).
 MAX_VALIDATION_PHOTOS = 24
 ProgressCallback = Callable[[str], None]
 

@@ -1,6 +1,6 @@
 """INT8: onnxruntime static quantization, QDQ format, per-channel weights, calibrated on real photos.
 
-Type choice by CPU (onnxruntime's quantization guide, confirmed in ../shared/NOTES.md): on x86
+Type choice by CPU (onnxruntime's quantization guide, confirmed by measurements in docs/export.md): on x86
 without VNNI the U8S8 integer kernels can saturate, so weights use reduce_range (7 bits); with
 AVX512-VNNI or AVX-VNNI the full 8-bit range is safe. Activations U8, weights S8 (U8S8) either way:
 S8S8 QDQ measured slower than FP32 on this CPU family.

@@ -15,7 +15,7 @@ DISTORTION_CLASSES = ("blur", "noise", "compression", "colour", "brightness_cont
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of one PINet variant (see ../shared/PINET.md and docs/architecture.md).
+    """Architecture of one PINet variant (the PINet paper's model and ours: docs/architecture.md).
 
     ``tap_channels`` are the channels of the five backbone taps f1..f5 at strides 4, 4, 8, 16, 32.
     Every other width derives from them unless given explicitly.

@@ -98,7 +98,7 @@ class Scorer:
         explicit = not (isinstance(providers, str) and providers.lower() == "auto")
         default_model = model is None
         if default_model:
-            # INT8 QDQ is the fast choice on CPUs but slow on CUDA (NOTES.md): ship FP32 there.
+            # INT8 QDQ is the fast choice on CPUs but slow on CUDA (docs/export.md): ship FP32 there.
             on_cuda = _provider_name(usable[0]) == CUDA
             model = default_model_path("fp32" if on_cuda else "int8")
         options = ort.SessionOptions()

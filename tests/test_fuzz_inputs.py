@@ -1,6 +1,6 @@
-"""Seeded fuzzing of the decoder (issue #17): a few hundred files mutated from the bundled sample
-photos (bit flips, overwritten runs, truncations, splices, declared sizes from 0 to 2**32-1 with
-valid checksums) must each give a finite score or an ImageDecodeError naming the file; nothing
+"""Seeded fuzzing of the decoder: a few hundred files mutated from the bundled sample photos (bit
+flips, overwritten runs, truncations, splices, declared sizes from 0 to 2**32-1 with valid
+checksums) must each give a finite score or an ImageDecodeError naming the file; nothing
 else may escape, in the API or in a `pinet score` batch. The last test re-runs this file and the
 other bad-input tests under a 4 GiB address-space limit.
 """

@@ -1,7 +1,7 @@
-"""Issue #17 through the API: hostile images (D1, D2, strips, links, animated GIFs) and abused
-model files (D3-D5). Every image problem is a per-item ImageDecodeError naming the input; every
-model problem is a ModelFileError when the model is opened, naming the field and its range; no
-non-finite score is ever reported. The CLI side is in test_hostile_cli.py. These tests also run
+"""Hostile inputs through the API: images (strips, oversized, without pixels, links, animated GIFs)
+and abused model files (non-finite, too large or wrongly typed fields). Every image problem is a
+per-item ImageDecodeError naming the input; every model problem is a ModelFileError when the
+model is opened, naming the field and its range; no non-finite score is ever reported. The CLI side is in test_hostile_cli.py. These tests also run
 under a 4 GiB address-space limit (test_fuzz_inputs.py).
 """
 
@@ -48,10 +48,10 @@ def _good(tmp_path: Path) -> Path:
     return path
 
 
-# --- D1: strips and oversized images are per-item errors, refused before allocation -------------
+# --- strips and oversized images are per-item errors, refused before allocation -------------
 
 @pytest.mark.parametrize("size", [(1, 65535), (65535, 1)])
-def test_d1_extreme_strip_is_a_per_item_error_and_the_batch_goes_on(scorer, tmp_path, size):
+def test_extreme_strip_is_a_per_item_error_and_the_batch_goes_on(scorer, tmp_path, size):
     strip = tmp_path / f"strip_{size[0]}x{size[1]}.png"
     Image.new("RGB", size, (90, 30, 200)).save(strip)
     good = _good(tmp_path)
@@ -65,8 +65,8 @@ def test_d1_extreme_strip_is_a_per_item_error_and_the_batch_goes_on(scorer, tmp_
         scorer.score(strip)
 
 
-def test_d1_with_the_default_384_px_contract(sample_photos, tmp_path):
-    """The case of the issue: the shipped contract would upscale 1x65535 to 384 x 25 million
+def test_a_strip_with_the_default_384_px_contract(sample_photos, tmp_path):
+    """The worst case: the shipped contract would upscale 1x65535 to 384 x 25 million
     (~29 GB of RGB). Refused from the header; under test_fuzz_inputs.py's 4 GiB cap too."""
     strip = tmp_path / "strip.png"
     Image.new("RGB", (1, 65535)).save(strip)
@@ -104,11 +104,11 @@ def test_decoded_and_resized_size_limits_name_the_limit(tmp_path):
     assert str(MAX_RESIZED_PIXELS) in str(caught.value) and "61440x4096" in str(caught.value)
 
 
-# --- D2: images without pixels -----------------------------------------------------------------
+# --- images without pixels --------------------------------------------------------------------
 
 @pytest.mark.parametrize("source", [np.zeros((0, 5, 3), np.uint8), np.zeros((5, 0), np.uint8),
                                     Image.new("RGB", (0, 0))], ids=["array0x5", "array5x0", "pil0x0"])
-def test_d2_images_without_pixels_raise_image_decode_error(scorer, source):
+def test_images_without_pixels_raise_image_decode_error(scorer, source):
     with pytest.raises(ImageDecodeError, match="no pixels"):
         scorer.score(source)
     (result,) = scorer.score_many([source])
@@ -117,7 +117,7 @@ def test_d2_images_without_pixels_raise_image_decode_error(scorer, source):
 
 # --- files that are not what they seem ----------------------------------------------------------
 
-def test_d6_a_non_utf8_file_name_is_scored_and_named(scorer, tmp_path):
+def test_a_non_utf8_file_name_is_scored_and_named(scorer, tmp_path):
     raw = os.fsencode(tmp_path) + b"/caf\xe9.png"
     Image.open(_good(tmp_path)).save(raw, format="PNG")
     name = os.fsdecode(raw)
@@ -152,7 +152,7 @@ def test_animated_gif_scores_its_first_frame_and_leaves_no_file_open(scorer, tmp
         assert score == pytest.approx(scorer.score(np.asarray(first.convert("RGB"))), abs=1e-6)
 
 
-# --- D3: non-finite model outputs and metadata ---------------------------------------------------
+# --- non-finite model outputs and metadata ------------------------------------------------------
 
 def _constant_output_model(path: Path, value: float, tiny_onnx) -> Path:
     """A tiny model whose every crop scores ``value`` (NaN, inf) while its metadata is valid."""
@@ -175,7 +175,7 @@ def _constant_output_model(path: Path, value: float, tiny_onnx) -> Path:
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_d3_a_non_finite_output_is_a_per_item_error_never_a_score(tiny_onnx, tmp_path, value):
+def test_a_non_finite_output_is_a_per_item_error_never_a_score(tiny_onnx, tmp_path, value):
     bad = Scorer(_constant_output_model(tmp_path / "nan.onnx", value, tiny_onnx), providers="cpu")
     good = _good(tmp_path)
     with pytest.raises(NonFiniteScoreError, match="non-finite score") as caught:
@@ -193,21 +193,21 @@ def _prep_json(**changes) -> str:
 
 
 @pytest.mark.parametrize("changes, fragment", [
-    ({"std": [float("nan"), 0.2, 0.2]}, "std must be 3 finite numbers in [0.0001, 1000]"),            # D3
-    ({"std": [1e-300, 0.2, 0.2]}, "std must be 3 finite numbers in [0.0001, 1000]"),                  # D3
+    ({"std": [float("nan"), 0.2, 0.2]}, "std must be 3 finite numbers in [0.0001, 1000]"),               # non-finite
+    ({"std": [1e-300, 0.2, 0.2]}, "std must be 3 finite numbers in [0.0001, 1000]"),                     # non-finite
     ({"mean": [float("inf"), 0.0, 0.0]}, "mean must be 3 finite numbers"),
-    ({"grid_rows": 100000, "crop_layout": "grid"}, "grid_rows must be an integer in [1, 16]"),       # D4
-    ({"grid_cols": 100000}, "grid_cols must be an integer in [1, 16]"),                             # D4
+    ({"grid_rows": 100000, "crop_layout": "grid"}, "grid_rows must be an integer in [1, 16]"),           # too large
+    ({"grid_cols": 100000}, "grid_cols must be an integer in [1, 16]"),                                  # too large
     ({"resize_short_side": 1000000}, "resize_short_side must be null or an integer in [crop_size=32, 4096]"),
-    ({"crop_size": 224.0}, "crop_size must be an integer in [8, 1024], got 224.0"),                # D5
-    ({"mean": "abc"}, "mean must be 3 finite numbers"),                                             # D5
-    ({"alpha_background": [255, 255]}, "alpha_background must be 3 integers in [0, 255]"),         # D5
-    ({"higher_is_better": "false"}, "higher_is_better must be a boolean (true or false), got 'false'"),  # D5
+    ({"crop_size": 224.0}, "crop_size must be an integer in [8, 1024], got 224.0"),                      # wrong type
+    ({"mean": "abc"}, "mean must be 3 finite numbers"),                                                  # wrong type
+    ({"alpha_background": [255, 255]}, "alpha_background must be 3 integers in [0, 255]"),               # wrong type
+    ({"higher_is_better": "false"}, "higher_is_better must be a boolean (true or false), got 'false'"),  # wrong type
     ({"jpeg_draft": 1}, "jpeg_draft must be a boolean"),
     ({"crop_layout": "grid", "grid_rows": 16, "grid_cols": 16, "crop_size": 1024, "resize_short_side": 1024},
      "above the limit of 16777216"),
 ])
-def test_d3_d4_d5_bad_preprocessing_is_refused_when_the_model_is_opened(tiny_onnx, tmp_path, changes, fragment):
+def test_bad_preprocessing_is_refused_when_the_model_is_opened(tiny_onnx, tmp_path, changes, fragment):
     path = tiny_onnx.build_tiny_model(tmp_path / "bad.onnx", metadata={keys.PREPROCESSING: _prep_json(**changes)})
     with pytest.raises(ModelFileError) as caught:
         Scorer(path, providers="cpu")

@@ -1,4 +1,4 @@
-"""The PINet model family against ../shared/PINET.md: shapes, parameter counts, gating, determinism."""
+"""The PINet model family against the paper's specification: shapes, parameter counts, gating, determinism."""
 
 import pytest
 import torch
@@ -49,7 +49,7 @@ def test_paper_model_parameter_budget():
         model = create_model("pinet_r50", stage=2)
     total = count_parameters(model)
     assert abs(total - 75.5e6) / 75.5e6 < 0.02
-    # Per-part figures of PINET.md section 6
+    # Per-part figures of the PINet specification, section 6
     assert abs(count_parameters(model.backbone) - 23.5e6) / 23.5e6 < 0.01
     assert abs(count_parameters(model.staircase) - 1.83e6) / 1.83e6 < 0.01
     assert abs(count_parameters(model.quality_branch) - 25.07e6) / 25.07e6 < 0.01

@@ -1,4 +1,4 @@
-"""The typed model-file contract (issue #16 point 1): ModelMetadata <-> ONNX metadata_props,
+"""The typed model-file contract: ModelMetadata <-> ONNX metadata_props,
 its schema, export's use of it (parameter count included) and the quantizer's dict rewrites."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Stage 2: fine-tune PINet into a quality scorer on a human-rated dataset (`pinet train finetune`).
 
-Paper recipe as defaults (PINET.md section 4): L1 loss on the normalised score (0-1, higher is
+Paper recipe as defaults (PINet specification, section 4): L1 loss on the normalised score (0-1, higher is
 better), Adam with weight decay 1e-7, lr 1e-5 for backbone/staircase/branches and 1e-4 for the
 regressor MLP, batch 24, 30 epochs, random ``crop_size`` crops (the init checkpoint's contract,
 224), 5 crops per training image per epoch, horizontal flips.

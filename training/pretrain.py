@@ -1,10 +1,10 @@
-"""Stage 1: Siamese pair pre-training on synthetic distortions (`pinet train pretrain`).
+"""Stage 1: Siamese pair pre-training on the synth set (`pinet train pretrain`).
 
 Loss = rank_weight * CE(rank) + distortion_weight * (CE(distortion of image 1) + CE(of image 2)),
-PINET.md section 3 with the 1 : 0.5 : 0.5 start it suggests. Optimiser: AdamW (decoupled weight
-decay, so the decay does not interact with Adam's per-parameter scaling) with a linear warm-up
-to a constant learning rate; the rate is a pure function of the step, so no scheduler state has
-to be saved and a resumed run may extend ``--steps``/``--epochs``.
+the PINet specification (section 3) with the 1 : 0.5 : 0.5 start it suggests. Optimiser: AdamW
+(decoupled weight decay, so the decay does not interact with Adam's per-parameter scaling) with a
+linear warm-up to a constant learning rate; the rate is a pure function of the step, so no
+scheduler state has to be saved and a resumed run may extend ``--steps``/``--epochs``.
 
 Run folder: ``log.jsonl`` (train and val records), ``last.safetensors`` (weights + optimizer +
 progress, every ``checkpoint_every`` steps and at the end), ``best.safetensors`` (best

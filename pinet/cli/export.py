@@ -1,4 +1,4 @@
-"""`pinet export`: checkpoint -> model.onnx (+ INT8 / FP16), validated, with report.md/json (issue 5).
+"""`pinet export`: checkpoint -> model.onnx (+ INT8 / FP16), validated, with report.md/json.
 
 Heavy imports (torch, onnx, onnxruntime.quantization) happen inside the command.
 """
@@ -15,8 +15,8 @@ from pinet.cli.choices import CalibrationMethod, Int8Target
 from pinet.cli.common import EXIT_USAGE, fail, reported_errors, require_extra, stderr
 
 DEFAULT_MODEL_NAME = "default.safetensors"
-# The project's shared real photos, used when present (development machines and CI): pristine
-# photos calibrate and validate, camera photos validate (the INT8 gate runs on both).
+# A shared data folder next to the checkout, when present (development machines and CI): its
+# pristine photos calibrate and validate, its camera photos validate (the INT8 gate runs on both).
 PRISTINE_DIR = Path("../shared/data/pristine")
 CAMERA_DIR = Path("../shared/data/clive/images")
 
@@ -48,7 +48,8 @@ def export(
     fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx (for GPUs)"),
     calib: Optional[List[Path]] = typer.Option(None, "--calib", help="Directory of real photos for INT8 calibration "
                                                "and the accuracy search; repeat for several (default: the bundled "
-                                               "sample photos, plus ../shared/data/pristine when present)"),
+                                               "sample photos, plus a shared data folder's pristine photos, "
+                                               f"{PRISTINE_DIR}, when present)"),
     calib_count: int = typer.Option(256, "--calib-count", min=1, help="Calibration crops to use"),
     calib_photos: int = typer.Option(48, "--calib-photos", min=1, help="At most this many calibration photos"),
     calib_method: CalibrationMethod = typer.Option(CalibrationMethod.minmax, "--calib-method",

@@ -1,4 +1,4 @@
-"""`pinet train finetune`: stage-2 fine-tuning on a human-rated dataset, with the evaluation protocol (issue 4)."""
+"""`pinet train finetune`: stage-2 fine-tuning on a human-rated dataset, with the evaluation protocol."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`pinet train pretrain`: stage-1 Siamese pair pre-training on synthetic distortions (issue 3)."""
+"""`pinet train pretrain`: stage-1 Siamese pair pre-training on the synth set."""
 
 from __future__ import annotations
 

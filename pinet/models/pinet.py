@@ -1,4 +1,4 @@
-"""PINet networks, as ../shared/PINET.md specifies them.
+"""PINet networks, as the PINet paper specifies them (decisions it leaves open: docs/architecture.md).
 
 Contract shared by both stages (timm style): ``forward_features(x)`` returns the fused
 representation R (backbone taps + staircase); ``forward_head`` turns R into the stage's output.
@@ -129,7 +129,7 @@ class PINetStage2(_PINetBase):
         self.regressor = _mlp(2 * config.branch_channels[-1], config.regressor_hidden, 1)
 
     def interact(self, r: torch.Tensor) -> torch.Tensor:
-        """The cross-gating of PINET.md section 4; returns v before the regressor."""
+        """The cross-gating of the PINet specification (section 4); returns v before the regressor."""
         q, d = r, r
         for level, (q_conv, d_conv) in enumerate(zip(self.quality_branch.convs, self.distortion_branch.convs)):
             if level > 0:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The CLIVE-trained default model (issue 12): pinet_lite0 fine-tuned on CLIVE's human MOS while a
-# share of every batch keeps ranking synthetic distortions. Every step resumes: rerun the script
+# The CLIVE-trained default model: pinet_lite0 fine-tuned on CLIVE's human MOS while a share of
+# every batch keeps ranking the synth set's distortions. Every step resumes: rerun the script
 # after an interruption. Figures and times: docs/experiments.md ("Stage 2 on human scores").
 #   bash training/recipes/clive_lite0.sh [CLIVE_DIR] [PRISTINE_DIR] [RUNS_DIR]
 set -euo pipefail
