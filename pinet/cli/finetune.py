@@ -39,7 +39,7 @@ def csv_scale_from_options(dataset: str, csv_range: Optional[str], csv_lower_is_
 
 
 def finetune(
-    dataset: DatasetName = typer.Option(..., "--dataset", case_sensitive=False, help="synthetic is the stage-1 "
+    dataset: DatasetName = typer.Option(..., "--dataset", case_sensitive=False, help="synthetic is the synth "
                                         "set made by `pinet data synth`; clive reads the release's .mat layout or "
                                         "a scores.csv (path,score,role; MOS 0-100)"),
     root: Path = typer.Option(..., "--root", help="Dataset root in its published layout (csv: the CSV or its folder)"),
@@ -58,8 +58,8 @@ def finetune(
     include_anchors: bool = typer.Option(False, "--include-anchors", help="csv/clive: also use role=anchor rows "
                                          "(left out of training and evaluation by default)"),
     mix_dataset: Optional[DatasetName] = typer.Option(None, "--mix-dataset", case_sensitive=False,
-                                                      help="A second dataset trained on at once (e.g. synthetic) "
-                                                           "with a ranking loss within it only"),
+                                                      help="A second dataset trained on at once (e.g. synthetic, "
+                                                           "the synth set) with a ranking loss within it only"),
     mix_root: Optional[Path] = typer.Option(None, "--mix-root", help="Root of --mix-dataset"),
     mix_per_batch: int = typer.Option(0, "--mix-per-batch", min=0, help="Crops of the mix set in each batch "
                                       "(the other --batch-size minus N are the primary set)"),
@@ -92,7 +92,7 @@ def finetune(
     crops_per_image: int = typer.Option(5, "--crops-per-image", help="Random crops per training image per epoch"),
     images_per_epoch: Optional[int] = typer.Option(None, "--images-per-epoch", min=1,
                                                    help="Train on a fresh seeded subset of this many images each "
-                                                        "epoch (default: all; for large sets such as the synthetic one)"),
+                                                        "epoch (default: all; for large sets such as the synth set)"),
     val_max_images: Optional[int] = typer.Option(None, "--val-max-images", min=1,
                                                  help="Choose the epoch on a fixed seeded subset of this many "
                                                       "validation images (default: all; the test split is always "
