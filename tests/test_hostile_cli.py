@@ -16,7 +16,6 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import pinet.cli.score as score_cli
 from pinet.cli.app import app
 from pinet_runtime import metadata as keys
 from pinet_runtime.preprocess import Preprocessing
