@@ -79,8 +79,3 @@ def read_metadata(model_proto) -> dict[str, str]:
 def read_typed_metadata(model_proto, path="<model>") -> ModelMetadata:
     """The file's metadata through the runtime's schema (ModelFileError naming the problem)."""
     return ModelMetadata.from_props(read_metadata(model_proto), path)
-
-
-def missing_keys(model_proto) -> list[str]:
-    present = read_metadata(model_proto)
-    return [key for key in keys.REQUIRED_KEYS if not present.get(key)]

@@ -165,11 +165,11 @@ class Scorer:
         except ORT_ERRORS as err:  # the graph itself fails: a model-side fault, whatever the image
             first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ModelFileError(self.info.path, f"onnxruntime failed to run the model ({first_line})") from None
-        scores = np.asarray(scores, dtype=np.float64).reshape(len(crops), -1)
-        if scores.shape[1] != 1:
-            raise ModelFileError(self.info.path, f"output {self._output_name!r} gives {scores.shape[1]} "
-                                                 "values per crop; expected one score per crop")
-        return scores[:, 0]
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.size != len(crops):
+            raise ModelFileError(self.info.path, f"output {self._output_name!r} has shape {list(scores.shape)} "
+                                                 f"for {len(crops)} crops; expected one score per crop")
+        return scores.reshape(len(crops))
 
     def score(self, source: ImageSource) -> float:
         """The image's score: the mean of its per-crop scores. Raises ImageDecodeError for a bad

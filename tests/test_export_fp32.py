@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 
 import numpy as np
@@ -16,7 +15,6 @@ ort = pytest.importorskip("onnxruntime")
 from pinet.checkpoint import file_sha256, save_checkpoint  # noqa: E402
 from pinet.models import create_model, default_preprocessing  # noqa: E402
 from pinet_export import export_fp32  # noqa: E402
-from pinet_export.onnx_metadata import missing_keys  # noqa: E402
 from pinet_runtime import metadata as keys  # noqa: E402
 from pinet_runtime.preprocess import Preprocessing, preprocess  # noqa: E402
 
@@ -84,9 +82,6 @@ def test_tampered_file_without_metadata_is_rejected(exported, tmp_path):
         entry.key, entry.value = key, value
     tampered = tmp_path / "tampered.onnx"
     onnx.save(proto, str(tampered))
-    assert missing_keys(onnx.load(str(tampered))) == [keys.PREPROCESSING]
-    if importlib.util.find_spec("pinet_runtime.model_file") is None:
-        pytest.skip("pinet_runtime.model_file (runtime helper) not landed yet; own check asserted above")
     from pinet_runtime.model_file import ModelFileError, read_model_info
 
     with pytest.raises(ModelFileError) as info:

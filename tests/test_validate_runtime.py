@@ -57,17 +57,20 @@ def _rewrite(source: Path, target: Path, weights: np.ndarray | None = None, meta
     return target
 
 
-def _two_scores_per_crop(path: Path, tiny_onnx) -> Path:
-    """The tiny model's contract and metadata, but output [batch, 2]: two values per crop."""
+def _two_scores_per_crop(path: Path, tiny_onnx, flattened: bool = False) -> Path:
+    """The tiny model's contract and metadata, but output [batch, 2]: two values per crop.
+    ``flattened`` gives them as one [2 * batch] vector, which looks like one score per crop."""
     from onnx import TensorProto, helper, numpy_helper
 
     size = tiny_onnx.TINY_PREPROCESSING.crop_size
     mix = numpy_helper.from_array(np.ones((3, 2), np.float32), name="mix")
     graph = helper.make_graph(
         [helper.make_node("ReduceMean", [keys.INPUT_NAME], ["per_channel"], axes=[2, 3], keepdims=0),
-         helper.make_node("MatMul", ["per_channel", "mix"], [keys.OUTPUT_NAME])],
+         helper.make_node("MatMul", ["per_channel", "mix"], ["pairs" if flattened else keys.OUTPUT_NAME]),
+         *([helper.make_node("Reshape", ["pairs", "flat"], [keys.OUTPUT_NAME])] if flattened else [])],
         "two_scores", [helper.make_tensor_value_info(keys.INPUT_NAME, TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info(keys.OUTPUT_NAME, TensorProto.FLOAT, ["batch", 2])], initializer=[mix])
+        [helper.make_tensor_value_info(keys.OUTPUT_NAME, TensorProto.FLOAT, ["values"] if flattened else ["batch", 2])],
+        initializer=[mix, numpy_helper.from_array(np.array([-1], np.int64), name="flat")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     for key, value in tiny_onnx.tiny_metadata(tiny_onnx.TINY_PREPROCESSING, "int8").items():
         entry = model.metadata_props.add()
@@ -100,6 +103,19 @@ def test_wrong_output_shape_is_a_structure_failure_naming_the_file(tmp_path, tin
     assert [(f.kind, f.file) for f in result.failures] == [("structure", "two.int8.onnx")]
     assert "[batch] (one score per crop)" in result.failures[0].problem
     assert str(result.failures[0]).startswith("two.int8.onnx: output 'scores' should be [batch]")
+
+
+def test_the_runtime_itself_refuses_a_model_giving_two_values_per_crop(tmp_path, tiny_onnx, prep):
+    # Declared as a vector, the output passes the file check; the scorer's check at run time names
+    # the file and the shape instead of failing in a numpy reshape.
+    from pinet_runtime import ModelFileError, Scorer
+
+    model = _two_scores_per_crop(tmp_path / "two.onnx", tiny_onnx, flattened=True)
+    scorer = Scorer(model)
+    crops = np.zeros((3, 3, prep.crop_size, prep.crop_size), np.float32)
+    with pytest.raises(ModelFileError) as info:
+        scorer.score_crops(crops)
+    assert "two.onnx" in str(info.value) and "shape [6] for 3 crops" in str(info.value)
 
 
 def test_scores_in_reverse_order_fail_the_ranking_gate(tmp_path, tiny_onnx, prep, fp32, ranking):

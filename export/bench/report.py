@@ -27,7 +27,7 @@ ROW_FIELDS = (
     "peak_rss_mib", "rss_libraries_mib", "model_file", "model_file_bytes", "cold_start_ms", "op_profile",
 )
 
-# The targets of issue 7, checked on ratios measured in the same run.
+# The bench's speed targets (docs/benchmarks.md), checked on ratios measured in the same run.
 TARGET_FP32_VS_TORCH = 3.0
 TARGET_INT8_VS_FP32 = 1.6
 TARGET_FRACTION_OF_PEAK = 0.5
@@ -131,7 +131,7 @@ def compare(rows: list[dict]) -> list[dict]:
 
 
 def check_targets(rows: list[dict], ratios: list[dict]) -> list[dict]:
-    """Issue 7's targets, one entry per measured case; 'met' is None when the case was not measured."""
+    """The speed targets, one entry per measured case; 'met' is None when the case was not measured."""
     targets = []
 
     def add(name, case, value, threshold, higher_is_better):
