@@ -1,0 +1,5 @@
+"""Camera workflows built on the torch-free scorer: burst best-shot (`pinet best`), video frame
+scoring (`pinet score clip.mp4`) and the self-contained HTML report (`pinet report`).
+
+Imports pinet_runtime and never torch; PyAV (the `video` extra) loads only to read a video.
+"""
