@@ -31,11 +31,27 @@ def test_no_bare_folder_imports():
     assert not offenders, f"import the package names (pinet_runtime, ...), not folders: {offenders}"
 
 
+# Optional extras a runtime module may import inside its functions only (never at import time).
+RUNTIME_OPTIONAL = {"ray.py": {"ray", "pyarrow"}}
+
+
 def test_runtime_sources_import_only_numpy_pillow_onnxruntime():
     stdlib = set(sys.stdlib_module_names)
     offenders = [f"{path.relative_to(ROOT)}: {name}" for path in (ROOT / "runtime").rglob("*.py")
-                 for name in _imports(path) - stdlib - RUNTIME_ALLOWED - {"__future__"}]
+                 for name in _imports(path) - stdlib - RUNTIME_ALLOWED - {"__future__"}
+                 - RUNTIME_OPTIONAL.get(path.name, set())]
     assert not offenders, offenders
+
+
+def test_optional_runtime_extras_are_imported_inside_functions():
+    for name, optional in RUNTIME_OPTIONAL.items():
+        tree = ast.parse((ROOT / "runtime" / name).read_text())
+        # Module level, less the `if TYPE_CHECKING:` blocks (type names only, never run).
+        top = [node for node in tree.body
+               if not (isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING")]
+        loaded = {alias.name.split(".")[0] for node in top if isinstance(node, ast.Import) for alias in node.names}
+        loaded |= {node.module.split(".")[0] for node in top if isinstance(node, ast.ImportFrom) and node.module}
+        assert not loaded & optional, f"runtime/{name} imports {loaded & optional} at import time"
 
 
 def test_pyproject_declares_the_distribution():

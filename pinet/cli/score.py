@@ -23,6 +23,8 @@ from pinet.cli.output import Column, OutputFormat, deliver, prepare_output, rend
 from pinet.cli.progress import PROGRESS_OPTION, Bar, progress_wanted, tracked
 from pinet.cli.score_video import EVERY_OPTION, VIDEO_COLUMNS, VIDEO_FIELDS, VIDEO_SUFFIXES, failed_videos, \
     is_video, sampling_for, score_videos, with_video_rows
+from pinet.cli.score_ray import ENGINE_OPTION, RAY_ADDRESS_OPTION, RAY_OUTPUT_OPTION, WORKERS_OPTION, \
+    Engine, engine_scorer
 
 # What a directory contributes: files with these suffixes (case-insensitive). Formats Pillow may
 # lack a plugin for (HEIC, AVIF) are included so that they are reported rather than skipped quietly.
@@ -151,6 +153,10 @@ def score(
                                                                "(default: onnxruntime's choice)"),
     every: str = EVERY_OPTION,
     progress: bool = PROGRESS_OPTION,
+    engine: Engine = ENGINE_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
+    workers: int = WORKERS_OPTION,
+    ray_output: Path = RAY_OUTPUT_OPTION,
 ) -> None:
     """Score images and videos with an exported model. Exit 0: all scored; 1: some failed; 2: usage error."""
     if not paths:
@@ -166,9 +172,12 @@ def score(
 
     target = prepare_output(output) if output is not None else None
     scorer = _open_scorer(model, provider, threads)
+    # --engine ray: the same model and score_many, run by a Ray actor pool (--ray-output writes and exits here).
+    runner = engine_scorer(scorer, files, engine, provider.value, ray_address, workers, threads, batch_size,
+                           ray_output, output_format is OutputFormat.csv)
     # e.g. the model loaded but onnxruntime cannot run it: no image is to blame
     with reported_errors(), tracked(progress_wanted(progress)) as tracker:
-        records = _score_all(scorer, files, batch_size, tracker)
+        records = _score_all(runner, files, batch_size, tracker)
         blocks = score_videos(scorer, videos, sampling, batch_size, tracker)
     if sort:
         records = sort_records(records, scorer.higher_is_better)
