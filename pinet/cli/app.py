@@ -10,6 +10,7 @@ import typer
 
 from pinet import __version__
 from pinet.cli import bench as bench_cli
+from pinet.cli import best as best_cli
 from pinet.cli import data as data_cli
 from pinet.cli import eval_checkpoint as eval_checkpoint_cli
 from pinet.cli import export as export_cli
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("score")(score_cli.score)
+app.command("best")(best_cli.best)
 app.command("export")(export_cli.export)
 app.command("info")(info_cli.info)
 app.command("eval")(eval_checkpoint_cli.eval_checkpoint)
