@@ -29,6 +29,10 @@ class Gates:
     fp16_max_abs_diff: float = 1e-2      # FP16 vs FP32 per crop, CUDA only
     min_parity_photos: int = 16          # real photos (plus flips/resizes when fewer exist)
     shape_check_batches: tuple[int, ...] = (1, 5)
+    e2e_min_srcc: float = 0.999          # end-to-end graph vs the runtime (`pinet score`), same precision
+    e2e_max_mean_abs_diff: float = 0.005  # as a fraction of the score range (0.005 for a [0, 1] score)
+    e2e_min_images: int = 100            # fewer parity images give a note, not a failure
+    ort_max_abs_diff: float = 1e-4       # .ort vs its .onnx file on the same inputs
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class ExportSettings:
     opset: int | None = None
     batch: int | None = None             # None: dynamic batch axis
     validate: bool = True
+    end_to_end: bool = False             # also model.e2e.onnx (+ model.e2e.int8.onnx): pixels in, score out
+    ort: bool = False                    # also *.ort + required_operators.config for onnxruntime Mobile
     validation_dirs: tuple[Path, ...] = ()   # extra real photos for validation (calibration photos excluded)
     gates: Gates = field(default_factory=Gates)
 

@@ -16,6 +16,8 @@ from typing import Callable
 import numpy as np
 
 from pinet_export.config import FP16_FILE, FP32_FILE, INT8_FILE, ExportSettings
+
+FP32, INT8, FP16 = "fp32", "int8", "fp16"   # the crops files' keys in ExportOutcome.files
 from pinet_export.convert import ExportError, convert_model, load_stage2_checkpoint
 from pinet_export.photos import bundled_samples_dir, calibration_crops, list_photos, parity_photos, ranking_photos
 from pinet_export.validate import (StepValidation, ValidationFailure, export_tool_errors, median_latency_ms,
@@ -31,7 +33,8 @@ ProgressCallback = Callable[[str], None]
 @dataclass
 class ExportOutcome:
     out_dir: Path
-    files: dict[str, str] = field(default_factory=dict)           # precision -> final path
+    files: dict[str, str] = field(default_factory=dict)           # precision (or e2e-/ort- key) -> final path
+    e2e_images: list = field(default_factory=list)                # end-to-end parity images (ParityImage)
     validations: list[StepValidation] = field(default_factory=list)
     report: dict = field(default_factory=dict)
 
@@ -93,7 +96,7 @@ def _run_step(outcome: ExportOutcome, settings: ExportSettings, precision: str, 
         outcome.validations.append(result)
         if result.passed:
             publish(tmp, final)
-            outcome.files[precision] = str(final)
+            outcome.files[precision] = str(final)   # precision: the step's name (fp32, int8, e2e-fp32...)
         return info
     finally:
         tmp.unlink(missing_ok=True)
@@ -132,6 +135,26 @@ def _int8_step(outcome: ExportOutcome, settings: ExportSettings, prep, fp32_fina
         lambda tmp: validate_int8(tmp, fp32_final, prep.crop_size, settings.batch, settings.gates, ranking.photos),
         progress)
     return calibration, ranking.skipped
+
+
+def _e2e_steps(outcome: ExportOutcome, settings: ExportSettings, prep, photo_paths: list[Path],
+               progress: ProgressCallback) -> None:
+    """model.e2e.onnx (+ model.e2e.int8.onnx) from each published crops file, validated against it."""
+    from pinet_export.e2e.graph import e2e_file_name, write_e2e
+    from pinet_export.e2e.parity import parity_images
+    from pinet_export.e2e.steps import E2E_PRECISIONS, e2e_step_name, validate_e2e
+
+    if settings.validate:
+        progress("end-to-end: making parity images (5 shapes of each validation photo)")
+        outcome.e2e_images, _ = parity_images(photo_paths, prep)
+    for precision in E2E_PRECISIONS:
+        if precision not in outcome.files:
+            continue
+        crops_path = Path(outcome.files[precision])
+        _run_step(outcome, settings, e2e_step_name(precision), outcome.out_dir / e2e_file_name(crops_path),
+                  lambda tmp, source=crops_path: write_e2e(source, tmp),
+                  lambda tmp, source=crops_path: validate_e2e(tmp, source, outcome.e2e_images, settings.gates),
+                  progress)
 
 
 def run_export(checkpoint: Path, settings: ExportSettings, progress: ProgressCallback = lambda _: None) -> ExportOutcome:
@@ -183,9 +206,21 @@ def run_export(checkpoint: Path, settings: ExportSettings, progress: ProgressCal
                                                 parity.photos),
                       progress)
 
+    if settings.end_to_end and outcome.files:
+        _e2e_steps(outcome, settings, prep, photo_paths, progress)
+    if settings.ort and outcome.files:
+        from pinet_export.e2e.steps import ort_step
+
+        step, published = ort_step(outcome.files, out, parity.photos[0].crops, outcome.e2e_images, settings.gates,
+                                   progress)
+        outcome.validations.append(step)
+        outcome.files.update(published)
+
     progress("measuring latency")
     latency = {precision: median_latency_ms(Path(path), parity.photos[0].crops)
-               for precision, path in outcome.files.items()}
+               for precision, path in outcome.files.items() if precision in (FP32, INT8, FP16)}
+    latency.update({step.step: step.figures["latency_ms"] for step in outcome.validations
+                    if step.step.startswith("e2e-") and "latency_ms" in step.figures})
     outcome.report = build_report(
         checkpoint=checkpoint, checkpoint_sha256=sha, model_config=model.config, prep=prep, settings=settings,
         conversion=conversion, calibration=calibration, validations=outcome.validations, files=outcome.files,

@@ -12,6 +12,12 @@ from pinet_runtime.files import write_text_atomic
 
 CROP_AVERAGING_NOTE = ("The ONNX model outputs one score per crop; the image score is the mean over the "
                        "contract's crops, computed by the runtime (pinet_runtime), not inside the graph.")
+E2E_NOTE = ("The end-to-end files (model.e2e*.onnx) take image uint8 [H, W, 3] (upright RGB pixels, decoded by the "
+            "app) and output score float32 (one value, the crop mean); resize, crops and normalisation run inside. "
+            "Parity: against `pinet score` (the runtime, JPEGs DCT-scaled where jpeg_draft applies) with the same "
+            "precision, on 5 shapes of each validation photo (file, portrait, panorama, tiny, 2.2x JPEG).")
+ORT_NOTE = ("*.ort: ORT format for onnxruntime Mobile (optimisation style Fixed, target arm); "
+            "required_operators.config lists their operators for a minimal build (--include_ops_by_config).")
 
 
 def build_report(*, checkpoint, checkpoint_sha256, model_config, prep, settings, conversion, calibration,
@@ -27,7 +33,9 @@ def build_report(*, checkpoint, checkpoint_sha256, model_config, prep, settings,
         "checkpoint": {"path": str(checkpoint), "sha256": checkpoint_sha256, "variant": model_config.variant},
         "model": {"input": f"crops float32 [{settings.batch or 'batch'}, 3, {prep.crop_size}, {prep.crop_size}]",
                   "output": f"scores float32 [{settings.batch or 'batch'}]", "crops_per_image": prep.num_crops,
-                  "crop_layout": prep.crop_layout, "note": CROP_AVERAGING_NOTE},
+                  "crop_layout": prep.crop_layout, "note": CROP_AVERAGING_NOTE,
+                  **({"end_to_end": E2E_NOTE} if any(k.startswith("e2e-") for k in files) else {}),
+                  **({"ort": ORT_NOTE} if "required-operators" in files else {})},
         "passed": all(v.passed for v in validations) and not skipped_steps,
         "validated": settings.validate,
         "steps": [v.to_dict() for v in validations],
@@ -59,6 +67,7 @@ def render_markdown(report: dict) -> str:
              f"- input: {report['model']['input']}; output: {report['model']['output']}",
              f"- {report['model']['note']} ({report['model']['crops_per_image']} crops, "
              f"layout `{report['model']['crop_layout']}`)"]
+    lines += [f"- {report['model'][key]}" for key in ("end_to_end", "ort") if key in report["model"]]
     conv = report["conversion"]
     if conv:
         lines.append(f"- exporter: {conv['exporter']}, opset {conv['opset']}, nodes {conv['nodes_exported']} "
@@ -66,7 +75,7 @@ def render_markdown(report: dict) -> str:
     env = report["environment"]
     flags = ", ".join(name for name, present in env["cpu_flags"].items() if present) or "none detected"
     lines += [f"- onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, torch {env['torch']}; CPU flags: {flags}",
-              "", "## Files", "", "| precision | file | size (MB) | CPU latency per image (ms) |", "|---|---|---|---|"]
+              "", "## Files", "", "| file kind | file | size (MB) | CPU latency per image (ms) |", "|---|---|---|---|"]
     latency = report["latency_ms_per_image"]
     for precision, info in report["files"].items():
         lines.append(f"| {precision} | {Path(info['path']).name} | {info['bytes'] / 1e6:.2f} | "

@@ -31,6 +31,9 @@ PINET_VERSION = "pinet.version"
 EXPORT_DATE = "pinet.export_date"
 FORMAT_VERSION = "pinet.onnx_format_version"
 PARAMETERS = "pinet.parameters"            # parameter count; written by export, optional on read (older files)
+# What the graph takes: "crops" (the runtime's crops model; absent in files of before the key) or
+# "image" (the end-to-end graph of `pinet export --end-to-end`: uint8 pixels in, one score out).
+INTERFACE = "pinet.interface"
 # Conventions of the ONNX model zoo / Windows ML for image inputs.
 BITMAP_PIXEL_FORMAT = "Image.BitmapPixelFormat"
 NOMINAL_PIXEL_RANGE = "Image.NominalPixelRange"
@@ -39,6 +42,8 @@ NOMINAL_PIXEL_RANGE = "Image.NominalPixelRange"
 # no IMAGE type denotation, so Windows ML-style consumers do not act on the key. Pixels are RGB.
 NOMINAL_PIXEL_RANGE_VALUE = "Standardized_MeanStd"
 BITMAP_PIXEL_FORMAT_VALUE = "Rgb8"
+# The end-to-end graph takes raw 8-bit pixels, ONNX's NominalRange_0_255.
+E2E_PIXEL_RANGE_VALUE = "NominalRange_0_255"
 
 ONNX_FORMAT_VERSION = 1
 REQUIRED_KEYS = (
@@ -48,9 +53,15 @@ REQUIRED_KEYS = (
 )
 INPUT_NAME = "crops"
 OUTPUT_NAME = "scores"
+E2E_INPUT_NAME = "image"     # uint8 [H, W, 3], upright RGB
+E2E_OUTPUT_NAME = "score"    # float32 scalar: the image's score (mean over the contract's crops)
+CROPS_INTERFACE, IMAGE_INTERFACE = "crops", "image"
+INTERFACES = (CROPS_INTERFACE, IMAGE_INTERFACE)
+PIXEL_RANGES = {CROPS_INTERFACE: NOMINAL_PIXEL_RANGE_VALUE, IMAGE_INTERFACE: E2E_PIXEL_RANGE_VALUE}
 PRECISIONS = ("fp32", "fp16", "int8")
 SCORING_STAGE = 2
 MAX_PARAMETERS = 10 ** 12
+_OPTIONAL_KEYS = (PARAMETERS, INTERFACE)
 CALIBRATION_FLAGS = ("reduce_range", "portable")  # booleans when present; the rest is free-form
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -72,6 +83,7 @@ class ModelMetadata:
     format_version: int = ONNX_FORMAT_VERSION
     bitmap_pixel_format: str = BITMAP_PIXEL_FORMAT_VALUE
     nominal_pixel_range: str = NOMINAL_PIXEL_RANGE_VALUE
+    interface: str = CROPS_INTERFACE
     extra: dict = field(default_factory=dict)  # other keys of the file (e.g. onnxruntime's), kept verbatim
 
     def __post_init__(self) -> None:
@@ -107,7 +119,9 @@ class ModelMetadata:
             f"must be {SCORING_STAGE} (a scoring model), got {shown(self.stage)}"
         yield FORMAT_VERSION, integer("format version", self.format_version, 1, ONNX_FORMAT_VERSION)
         yield BITMAP_PIXEL_FORMAT, choice("pixel format", self.bitmap_pixel_format, (BITMAP_PIXEL_FORMAT_VALUE,))
-        yield NOMINAL_PIXEL_RANGE, choice("pixel range", self.nominal_pixel_range, (NOMINAL_PIXEL_RANGE_VALUE,))
+        yield INTERFACE, choice("interface", self.interface, INTERFACES)
+        if self.interface in INTERFACES:
+            yield NOMINAL_PIXEL_RANGE, choice("pixel range", self.nominal_pixel_range, (PIXEL_RANGES[self.interface],))
         yield "extra", None if isinstance(self.extra, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.extra.items()) else "extra keys must be strings"
 
@@ -137,6 +151,8 @@ class ModelMetadata:
         })
         if self.parameters is not None:
             props[PARAMETERS] = str(self.parameters)
+        if self.interface != CROPS_INTERFACE:  # crops files keep exactly the keys they always had
+            props[INTERFACE] = self.interface
         return props
 
     @classmethod
@@ -162,7 +178,8 @@ class ModelMetadata:
                        parameters=_int(path, props, PARAMETERS) if props.get(PARAMETERS) else None,
                        stage=_int(path, props, STAGE), format_version=version,
                        bitmap_pixel_format=props[BITMAP_PIXEL_FORMAT], nominal_pixel_range=props[NOMINAL_PIXEL_RANGE],
-                       extra={k: v for k, v in props.items() if k not in REQUIRED_KEYS and k != PARAMETERS})
+                       interface=props.get(INTERFACE, CROPS_INTERFACE),
+                       extra={k: v for k, v in props.items() if k not in REQUIRED_KEYS + _OPTIONAL_KEYS})
         except MetadataError as err:
             raise ModelFileError(path, str(err)) from None
 

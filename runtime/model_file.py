@@ -58,6 +58,7 @@ class ModelInfo:
     parameters: int | None = None
     extra_metadata: dict = field(default_factory=dict)  # keys outside REQUIRED_KEYS
     metadata: ModelMetadata | None = None  # the typed metadata all the fields above come from
+    interface: str = keys.CROPS_INTERFACE  # "image": an end-to-end graph (pixels in, one score out)
 
     @property
     def higher_is_better(self) -> bool:
@@ -99,16 +100,22 @@ def model_info_from_session(path: str | os.PathLike, session: ort.InferenceSessi
     """
     path = Path(path)
     meta = ModelMetadata.from_props(dict(session.get_modelmeta().custom_metadata_map), path)
-    model_input = _tensor(path, session.get_inputs(), keys.INPUT_NAME, "input")
-    model_output = _tensor(path, session.get_outputs(), keys.OUTPUT_NAME, "output")
-    _check_input_shape(path, model_input, meta.preprocessing)
-    _check_output_shape(path, model_output)
+    if meta.interface == keys.IMAGE_INTERFACE:
+        model_input = _tensor(path, session.get_inputs(), keys.E2E_INPUT_NAME, "input")
+        model_output = _tensor(path, session.get_outputs(), keys.E2E_OUTPUT_NAME, "output")
+        _check_e2e_shapes(path, model_input, model_output)
+    else:
+        model_input = _tensor(path, session.get_inputs(), keys.INPUT_NAME, "input")
+        model_output = _tensor(path, session.get_outputs(), keys.OUTPUT_NAME, "output")
+        _check_input_shape(path, model_input, meta.preprocessing)
+        _check_output_shape(path, model_output)
     return ModelInfo(
         path=path, preprocessing=meta.preprocessing, score_meaning=meta.score_meaning, variant=meta.variant,
         stage=meta.stage, precision=meta.precision, calibration=meta.calibration, source_sha256=meta.source_sha256,
         pinet_version=meta.pinet_version, export_date=meta.export_date, format_version=meta.format_version,
         model_config=meta.model_config, input=model_input, output=model_output, parameters=meta.parameters,
         extra_metadata={k: v for k, v in meta.to_props().items() if k not in keys.REQUIRED_KEYS}, metadata=meta,
+        interface=meta.interface,
     )
 
 
@@ -132,6 +139,17 @@ def _check_input_shape(path: Path, model_input: TensorInfo, prep: Preprocessing)
         if isinstance(actual, int) and actual != wanted:
             raise ModelFileError(path, f"input {model_input.name!r} axis {axis} is {actual} but the stored "
                                        f"preprocessing makes {list(expected)} crops")
+
+
+def _check_e2e_shapes(path: Path, model_input: TensorInfo, model_output: TensorInfo) -> None:
+    """The end-to-end interface: uint8 [H, W, 3] pixels in, one float32 score out."""
+    shape = model_input.shape
+    if model_input.element_type != "tensor(uint8)" or len(shape) != 3 or shape[2] != 3:
+        raise ModelFileError(path, f"end-to-end input {model_input.name!r} should be uint8 [H, W, 3], got "
+                                   f"{model_input.element_type} {list(shape)}")
+    if model_output.element_type != "tensor(float)" or len(model_output.shape) != 0:
+        raise ModelFileError(path, f"end-to-end output {model_output.name!r} should be one float32 value, got "
+                                   f"{model_output.element_type} {list(model_output.shape)}")
 
 
 def _check_output_shape(path: Path, model_output: TensorInfo) -> None:
@@ -165,7 +183,7 @@ def onnx_card(path: str | os.PathLike) -> dict:
     """The card `pinet info FILE.onnx` prints: identity, preprocessing, meaning and shapes."""
     info = read_model_info(path)
     return {
-        "file": str(info.path), "kind": "onnx", "variant": info.variant, "stage": info.stage,
+        "file": str(info.path), "kind": "onnx", "interface": info.interface, "variant": info.variant, "stage": info.stage,
         "precision": info.precision, "parameters": info.parameters,
         "preprocessing": info.preprocessing.to_dict(), "score_meaning": info.score_meaning,
         "calibration": info.calibration if info.calibration is not None else "none",

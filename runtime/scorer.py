@@ -23,6 +23,7 @@ import onnxruntime as ort
 from pinet_runtime.cpu import has_vnni
 from pinet_runtime.decode import PILLOW_FAILURES
 from pinet_runtime.errors import NonFiniteScoreError
+from pinet_runtime.metadata import CROPS_INTERFACE
 from pinet_runtime.model_file import ModelFileError, ModelInfo, default_model_path, int8_is_safe_here, \
     load_session, model_info_from_session
 from pinet_runtime.model_file import ORT_ERRORS
@@ -109,6 +110,11 @@ class Scorer:
             options.intra_op_num_threads = threads
         self._session = load_session(model, options, usable)
         self.info: ModelInfo = model_info_from_session(model, self._session)
+        if self.info.interface != CROPS_INTERFACE:
+            raise ModelFileError(model, "an end-to-end model (input 'image': uint8 [H, W, 3] pixels, output one "
+                                        "score); pinet_runtime scores the crops model it was built from "
+                                        "(model.onnx / model.int8.onnx). Run this file with onnxruntime directly "
+                                        "(examples/score_e2e.py)")
         if default_model and not int8_is_safe_here(self.info, has_vnni()):
             # Only a non-portable INT8 file (full 8-bit weights) can saturate here; portable ones never fall back.
             logger.warning("%s has full 8-bit INT8 weights, which can saturate on this x86 CPU without VNNI: "

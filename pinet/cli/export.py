@@ -67,6 +67,11 @@ def export(
     opset: Optional[int] = typer.Option(None, "--opset", min=18, help="ONNX opset (default 18, the dynamo floor)"),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size N"),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the validation gates"),
+    end_to_end: bool = typer.Option(False, "--end-to-end", help="Also write model.e2e.onnx (and model.e2e.int8.onnx "
+                                    "with --quantize): uint8 RGB pixels [H, W, 3] in, the image's score out; "
+                                    "resize, crops and normalisation inside the graph"),
+    ort: bool = typer.Option(False, "--ort", help="Also write the ORT format (*.ort) of every file and "
+                             "required_operators.config, for onnxruntime Mobile and minimal builds"),
 ) -> None:
     """Export a stage-2 checkpoint to ONNX (FP32, optional INT8/FP16), validate it and write a report."""
     require_extra("export", "export")
@@ -90,6 +95,7 @@ def export(
                               calib_count=calib_count, calib_photos=calib_photos, calib_method=calib_method.value,
                               int8_target=int8_target.value, accuracy_search=accuracy_search, search_photos=search_photos,
                               max_fp32_nodes=max_fp32_nodes, opset=opset, batch=fixed_batch, validate=not no_validate,
+                              end_to_end=end_to_end, ort=ort,
                               validation_dirs=tuple(d for d in (PRISTINE_DIR, CAMERA_DIR) if d.is_dir()))
     with reported_errors(), stderr.status("exporting") as status:
         def progress(message: str) -> None:
