@@ -17,6 +17,7 @@ from pinet.cli import export as export_cli
 from pinet.cli import fidelity as fidelity_cli
 from pinet.cli import info as info_cli
 from pinet.cli import model as model_cli
+from pinet.cli import report as report_cli
 from pinet.cli import score as score_cli
 from pinet.cli import train as train_cli
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.command("score")(score_cli.score)
 app.command("best")(best_cli.best)
+app.command("report")(report_cli.report)
 app.command("export")(export_cli.export)
 app.command("info")(info_cli.info)
 app.command("eval")(eval_checkpoint_cli.eval_checkpoint)

@@ -101,12 +101,12 @@ def render_rows(records: list[dict], output_format: OutputFormat, fields: tuple[
     return buffer.getvalue()
 
 
-def prepare_output(output: Path) -> Path:
-    """Check before scoring that ``output`` can be written; returns the file to write (symbolic
-    links resolved). Creates missing parent folders. Raises typer.Exit(2) with the reason."""
+def prepare_output(output: Path, option: str = "--output") -> Path:
+    """Check before any work that ``output`` can be written; returns the file to write (symbolic
+    links resolved). Creates missing parent folders. Raises typer.Exit(2) naming ``option`` and the reason."""
     target = Path(os.path.realpath(output))
     if target.is_dir():
-        raise fail(f"--output {output} is a directory; name a file", EXIT_USAGE)
+        raise fail(f"{option} {output} is a directory; name a file", EXIT_USAGE)
     if target.exists() and not target.is_file():
         return target  # a device or pipe (/dev/stdout): written in place, not replaced
     from pinet_runtime.files import temporary_path
@@ -114,7 +114,7 @@ def prepare_output(output: Path) -> Path:
     try:
         temporary_path(target).unlink()  # the folder exists (created) and takes a new file
     except OSError as err:
-        raise fail(f"--output {output} cannot be written ({err.strerror or err}: {err.filename or target.parent})",
+        raise fail(f"{option} {output} cannot be written ({err.strerror or err}: {err.filename or target.parent})",
                    EXIT_USAGE) from None
     return target
 
