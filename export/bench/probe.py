@@ -169,7 +169,40 @@ def probe_matmul(spec: dict) -> dict:
     return {"best_gflops": gflops[-1], "median_gflops": gflops[len(gflops) // 2], "run_ms": times}
 
 
-PROBES = {"onnx": probe_onnx, "torch": probe_torch, "matmul": probe_matmul}
+def probe_camera(spec: dict) -> dict:
+    """A camera-size JPEG through the runtime vs the model alone, interleaved in one process so the
+    ratios compare like with like on a busy machine: model only (score_crops on the photo's crops),
+    decode + preprocess (crops), one photo end to end (score), and a stream of photos through
+    score_many with batch 1 (decode of the next photo overlapped with the model, and without)."""
+    from pinet_runtime.scorer import Scorer
+
+    scorer = Scorer(spec["model_path"], providers=spec["provider"], threads=spec["threads"])
+    photo, stream = spec["photo"], [spec["photo"]] * spec["stream_images"]
+    crops = scorer.crops(photo)
+    steps = {
+        "model_ms": lambda: scorer.score_crops(crops),
+        "preprocess_ms": lambda: scorer.crops(photo),
+        "single_ms": lambda: scorer.score(photo),
+        "stream_ms": lambda: list(scorer.score_many(stream, batch_size=1)),
+        "stream_no_prefetch_ms": lambda: list(scorer.score_many(stream, batch_size=1, prefetch=False)),
+    }
+    times: dict[str, list] = {name: [] for name in steps}
+    for round_index in range(spec["warmup"] + spec["repeats"]):
+        for name, run in steps.items():
+            started = time.perf_counter()
+            run()
+            if round_index >= spec["warmup"]:
+                times[name].append((time.perf_counter() - started) * 1000.0)
+    for name in ("stream_ms", "stream_no_prefetch_ms"):   # per photo
+        times[name] = [ms / spec["stream_images"] for ms in times[name]]
+    from pinet_runtime.decode import DECODE_PATH_KEY
+    from pinet_runtime.preprocess import load_image
+
+    return {"times": times, "decode_path": load_image(photo, scorer.preprocessing).info.get(DECODE_PATH_KEY),
+            "execution_providers": scorer.providers}
+
+
+PROBES = {"onnx": probe_onnx, "torch": probe_torch, "matmul": probe_matmul, "camera": probe_camera}
 
 
 def main(argv: list[str]) -> int:

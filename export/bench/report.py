@@ -163,8 +163,12 @@ def check_targets(rows: list[dict], ratios: list[dict]) -> list[dict]:
     return targets
 
 
-def build_report(models, rows, peaks, peaks_end, settings, machine_start, machine_end) -> dict:
+def build_report(models, rows, peaks, peaks_end, settings, machine_start, machine_end,
+                 cameras: list[dict] | None = None) -> dict:
+    from pinet_export.bench.camera import camera_targets
+
     ratios = compare(rows)
+    cameras = cameras or []
     return {
         "schema_version": SCHEMA_VERSION,
         "settings": {"precisions": list(settings.precisions), "batches": list(settings.batches),
@@ -179,6 +183,10 @@ def build_report(models, rows, peaks, peaks_end, settings, machine_start, machin
             "cold_start_ms": "fresh process: import + model load/session creation + first score of one "
                              "photo (decode and preprocessing included); excludes interpreter start-up; the "
                              "file is in the page cache after the first row",
+            "camera_rows": "a 12-MP / 24-MP JPEG (an enlarged bundled photo, for timing only): model only = "
+                           "score_crops on its crops; preprocess = decode + resize + crops; one photo = score(path); "
+                           "stream = score_many of 4 copies, batch 1, per photo (prefetch: the next photo decodes "
+                           "while the model runs); medians of interleaved runs in one fresh process",
             "machine_peak_gflops": "best of repeated numpy float32 square matmuls (size in matmul_peak), same thread count, better of the probes before and after the rows",
         },
         "machine_start": machine_start, "machine_end": machine_end,
@@ -187,7 +195,8 @@ def build_report(models, rows, peaks, peaks_end, settings, machine_start, machin
                     "crop_size": m.preprocessing.crop_size, "crops_per_image": m.preprocessing.num_crops,
                     "flops_per_crop": m.flops_per_crop, "files": {p: str(f) for p, f in m.files.items()},
                     "notes": m.notes} for m in models],
-        "rows": rows, "ratios": ratios, "targets": check_targets(rows, ratios),
+        "rows": rows, "ratios": ratios, "targets": check_targets(rows, ratios) + camera_targets(cameras),
+        "camera_rows": cameras,
     }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pinet_export.bench import probe
+from pinet_export.bench.camera import camera_rows
 from pinet_export.bench.models import BenchModel, prepare_models
 from pinet_export.bench.settings import BenchSettings, ProgressCallback
 from pinet_runtime.preprocess import Preprocessing, preprocess
@@ -81,10 +82,11 @@ def run_benchmark(inputs: list[str], variants: list[str], settings: BenchSetting
                     peak = next(p for p in peaks if p["threads"] == threads)
                     rows += [bench_row(model, precision, batch, threads, settings, str(crops_path), photo, peak,
                                        progress) for precision in settings.precisions]
+        cameras = camera_rows(models, settings, Path(work), progress, run_child) if settings.camera else []
     # A second probe after the rows shows whether the machine's speed drifted during the run.
     peaks_end = [matmul_peak(threads, settings) for threads in settings.threads]
     _use_best_peak(rows, peaks, peaks_end)
-    report = build_report(models, rows, peaks, peaks_end, settings, machine_start, machine_info())
+    report = build_report(models, rows, peaks, peaks_end, settings, machine_start, machine_info(), cameras)
     write_reports(report, settings.out_dir, progress)
     return report
 

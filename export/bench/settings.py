@@ -29,6 +29,7 @@ class BenchSettings:
     warmup: int = 3
     out_dir: Path = Path("pinet-bench")
     profile_ops: bool = False               # add onnxruntime's per-op-type profile to ONNX rows
+    camera: bool = True                     # 12-MP / 24-MP JPEG end to end vs the model alone (camera.py)
     matmul_size: int = MATMUL_SIZE          # tests use a small probe; the real one needs ~0.1 s per product
     child_timeout_s: float = 1800.0
     # How checkpoints and variants are exported, as `pinet export` would (its out_dir, quantize

@@ -57,6 +57,9 @@ def render_markdown(report: dict) -> str:
         met = {True: "yes", False: "**no**", None: "not measured"}[target["met"]]
         lines.append(f"| {target['target']} | {target['case']} | {_num(target['value'], 2)} | "
                      f"{target['threshold']} | {met} |")
+    from pinet_export.bench.camera import render_camera
+
+    lines += render_camera(report.get("camera_rows", []))
     profiled = [r for r in report["rows"] if r.get("op_profile")]
     if profiled:
         lines += ["", "## onnxruntime time by operator type (top 6, ms per run)", ""]

@@ -104,8 +104,11 @@ def preprocessing_nodes(prep: Preprocessing, crops_name: str, crops_type: int):
         # step 5: crop origins from the tables, by the extent past one crop
         node("Sub", [p + "new_hw", p + "crop_box"], [p + "extent"]),
         node("Split", [p + "extent"], [p + "extent_h", p + "extent_w"], axis=0, num_outputs=2),
-        node("Gather", [p + "tops", p + "extent_h"], [p + "tops_row"], axis=0),
-        node("Gather", [p + "lefts", p + "extent_w"], [p + "lefts_row"], axis=0),
+        # Named so that onnxruntime's out-of-bounds message says why (the runtime's limit).
+        node("Gather", [p + "tops", p + "extent_h"], [p + "tops_row"], axis=0,
+             name=f"{p}crop_tops_lookup_aspect_ratio_past_{MAX_ASPECT_RATIO}_to_1_is_refused"),
+        node("Gather", [p + "lefts", p + "extent_w"], [p + "lefts_row"], axis=0,
+             name=f"{p}crop_lefts_lookup_aspect_ratio_past_{MAX_ASPECT_RATIO}_to_1_is_refused"),
         node("Reshape", [p + "tops_row", p + "flat"], [p + "crop_tops"]),
         node("Reshape", [p + "lefts_row", p + "flat"], [p + "crop_lefts"]),
     ]

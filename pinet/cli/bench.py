@@ -51,6 +51,8 @@ def bench(
     out: Path = typer.Option(Path("pinet-bench"), "--out", help="Folder for bench.json, bench.md, bench.png "
                                                                "and the exported models"),
     profile_ops: bool = typer.Option(False, "--profile-ops", help="Add onnxruntime's time per operator type"),
+    camera: bool = typer.Option(True, "--camera/--no-camera", help="Time a 12-MP and a 24-MP JPEG end to end "
+                                "(decode + preprocess + model) against the model alone"),
     matmul_size: int = typer.Option(2048, "--matmul-size", min=64, help="Side of the float32 matmul peak probe"),
     validate: bool = typer.Option(False, "--validate/--no-validate",
                                   help="Hold exported files to pinet export's validation gates (a failed "
@@ -75,7 +77,7 @@ def bench(
         settings = BenchSettings(precisions=tuple(_name_list(precisions.lower())),
                                  batches=_int_list(batch, "--batch"), threads=_int_list(threads, "--threads"),
                                  provider=provider.value, repeats=repeats, warmup=warmup, out_dir=out,
-                                 profile_ops=profile_ops, matmul_size=matmul_size,
+                                 profile_ops=profile_ops, camera=camera, matmul_size=matmul_size,
                                  export=_export_settings(out, validate))
     with reported_errors():
         report = run_benchmark(items, variant_names, settings,
