@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pinet.camera.phash import DEFAULT_MAX_DISTANCE, distance_matrix
+from pinet.camera.phash import DEFAULT_MAX_DISTANCE, distances
 from pinet.camera.photos import Photo
 from pinet_runtime.errors import PinetError
 
@@ -66,10 +66,10 @@ def similar_groups(window: list[Photo], max_distance: int) -> list[list[Photo]]:
         return index
 
     hashed = [i for i, photo in enumerate(window) if photo.phash is not None]
-    if hashed:
-        close = distance_matrix([window[i].phash for i in hashed]) <= max_distance
-        for a, b in zip(*np.nonzero(np.triu(close, k=1))):
-            parent[root(hashed[a])] = root(hashed[b])
+    values = np.array([window[i].phash for i in hashed], dtype=np.uint64)
+    for a in range(len(hashed) - 1):
+        for b in np.nonzero(distances(values[a + 1:], window[hashed[a]].phash) <= max_distance)[0]:
+            parent[root(hashed[a])] = root(hashed[a + 1 + int(b)])
     components: dict[int, list[Photo]] = {}
     for index, photo in enumerate(window):
         components.setdefault(root(index), []).append(photo)

@@ -31,6 +31,7 @@ def _dct_matrix(size: int) -> np.ndarray:
 
 _DCT = _dct_matrix(HASH_SIDE)
 _WEIGHTS = 1 << np.arange(BITS, dtype=np.uint64)
+_POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
 
 
 def perceptual_hash(image: Image.Image) -> int:
@@ -46,9 +47,8 @@ def distance(first: int, second: int) -> int:
     return (first ^ second).bit_count()
 
 
-def distance_matrix(hashes: list[int]) -> np.ndarray:
-    """All pairwise Hamming distances [n, n] (uint8)."""
-    values = np.array(hashes, dtype=np.uint64)
-    differing = values[:, None] ^ values[None, :]
-    as_bytes = differing.view(np.uint8).reshape(len(hashes), len(hashes), 8)
-    return np.unpackbits(as_bytes, axis=-1).sum(axis=-1, dtype=np.uint8)
+def distances(hashes: np.ndarray, one: int) -> np.ndarray:
+    """Hamming distances from ``one`` to each of ``hashes`` (a uint64 array): O(n) memory, so a
+    card of thousands of shots taken within one window never needs an n x n table."""
+    differing = np.ascontiguousarray(hashes ^ np.uint64(one))
+    return _POPCOUNT[differing.view(np.uint8)].reshape(len(hashes), 8).sum(axis=1, dtype=np.int64)
