@@ -30,7 +30,7 @@ table{border-collapse:collapse}td,th{padding:.2rem .6rem;border-bottom:1px solid
 td.pick a{font-weight:700;color:#0a6}
 .controls{display:flex;flex-wrap:wrap;gap:1rem;align-items:center;margin:.5rem 0 1rem}
 #cards{display:flex;flex-wrap:wrap;gap:.8rem}
-.card{margin:0;width:240px;background:#fff;border:2px solid #ddd;border-radius:6px;padding:4px}
+.card{margin:0;width:224px;background:#fff;border:2px solid #ddd;border-radius:6px;padding:4px}
 .card.pick{border-color:#0a6;box-shadow:0 0 0 2px #0a6}
 .card.failed{border-color:#c33}
 .card img{display:block;max-width:100%;height:auto}

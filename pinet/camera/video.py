@@ -21,7 +21,6 @@ import numpy as np
 
 from pinet_runtime.errors import PinetError
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 WORST_SEGMENTS = 3
 # A sample is "low" when it scores half a standard deviation below the clip's mean; a clip whose
 # scores spread less than this fraction of the score range has no worst segment (it is uniform).
