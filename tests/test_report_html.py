@@ -248,3 +248,16 @@ def test_gallery_script_sorts_and_filters_the_real_cards(folder_report):
     assert named["shown"] == sorted(n for n in by_score if n.startswith("kodak"))
     assert sorted(above["shown"]) == sorted(c["data-name"] for c in scored if float(c["data-score"]) >= threshold)
     assert len(above["shown"]) == 4 and picks["count"] == "8 of 9 shown"
+
+
+@pytest.mark.slow
+def test_best_and_report_run_without_torch(sample_photos, tmp_path, blocked_imports):
+    """The camera workflows are torch-free: they run with torch and the training/export stack blocked."""
+    photos = [str(p) for p in sample_photos[:3]]
+    best = blocked_imports.run_cli("best", *photos, "-f", "json")
+    assert best.returncode == 0, best.stderr
+    assert len(json.loads(best.stdout)) == 3 and blocked_imports.leaked_modules(best) == []
+    out = tmp_path / "r.html"
+    made = blocked_imports.run_cli("report", *photos, "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    assert blocked_imports.leaked_modules(made) == [] and len(_parse(out).cards) == 3
