@@ -327,18 +327,24 @@ def steps_for(epochs: int | None, steps: int | None, steps_per_epoch: int) -> in
 
 
 def fit(run: TrainingRun, plan: LoopPlan, batches: Iterable, step_fn: Callable[[int, object], dict[str, float]],
-        validate: Callable[[], dict[str, float]] | None, logger: MetricsLogger, show_progress: bool) -> TrainingState:
+        validate: Callable[[], dict[str, float]] | None, logger: MetricsLogger, show_progress: bool,
+        is_main: bool = True, launch_record: dict | None = None) -> TrainingState:
     """Train from ``run.state.step`` to ``plan.total_steps``.
 
     ``batches`` yields the batch of each remaining step in order (see :func:`step_loader`);
     ``step_fn(step, batch)`` does one optimizer step and returns float metrics for the log;
     ``validate()`` returns validation metrics (the model is put back in train mode afterwards).
     The ``last`` checkpoint is written after validation, so a resume never repeats a finished
-    epoch's validation and never misses a best checkpoint.
+    epoch's validation and never misses a best checkpoint. With several processes
+    (``pinet_training.distributed``) only the main one (``is_main``) logs, validates and writes
+    checkpoints; ``launch_record`` (world size...) opens its log as a ``launch`` record.
     """
     state = run.state
-    logger.truncate_after(state.step)
-    with StepProgress(plan.total_steps, state.step, "train", show_progress) as progress:
+    if is_main:
+        logger.truncate_after(state.step)
+        if launch_record is not None:
+            logger.log({"kind": "launch", "step": state.step, **launch_record})
+    with StepProgress(plan.total_steps, state.step, "train", show_progress and is_main) as progress:
         for batch in batches:
             if state.step >= plan.total_steps:
                 break
@@ -347,14 +353,15 @@ def fit(run: TrainingRun, plan: LoopPlan, batches: Iterable, step_fn: Callable[[
             metrics = step_fn(state.step, batch)
             state.step += 1
             # Wall time of the optimizer step alone (data loading excluded); for speed reports only.
-            logger.log({"kind": "train", "step": state.step, **metrics,
-                        "step_seconds": round(time.perf_counter() - started, 4)})
+            if is_main:
+                logger.log({"kind": "train", "step": state.step, **metrics,
+                            "step_seconds": round(time.perf_counter() - started, 4)})
             progress.update(state.step, metrics)
             epoch_end = state.step % plan.steps_per_epoch == 0
             final = state.step == plan.total_steps
             if epoch_end:
                 state.epoch = state.step // plan.steps_per_epoch
-            if (epoch_end or final) and validate is not None:
+            if (epoch_end or final) and validate is not None and is_main:
                 run.model.eval()
                 with torch.no_grad():
                     scores = validate()
@@ -369,6 +376,6 @@ def fit(run: TrainingRun, plan: LoopPlan, batches: Iterable, step_fn: Callable[[
                 if better and not math.isnan(value):
                     state.best_metric, state.best_step = float(value), state.step
                     run.save(run.best_path, with_optimizer=False)
-            if final or state.step % plan.checkpoint_every == 0:
+            if is_main and (final or state.step % plan.checkpoint_every == 0):
                 run.save(run.last_path)
     return state

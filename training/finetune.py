@@ -60,6 +60,7 @@ class PreparedRound:
     mix_split: RoundSplit | None = None
     frozen: list = None           # backbone modules kept in eval mode (--freeze-backbone-stages)
     cache: object = None          # head_training.HeadCache (--train-head-only)
+    collective: object = None     # distributed.Collective (one process: every method is the identity)
 
 
 def primary_split(settings: FinetuneSettings, dataset: IQADataset, round_index: int) -> RoundSplit:
@@ -75,16 +76,31 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     """Model, optimizer, split and batches of one round; resumes from its last.safetensors if asked."""
     import torch
 
+    from pinet_training import distributed
     from pinet_training.engine import TrainingRun, configure_threads, make_deterministic, select_device
 
     try:
         device = select_device(settings.device)
     except ValueError as err:
         raise FinetuneError(str(err)) from None
-    threads = configure_threads(settings.threads)
+    collective, device = distributed.setup(device)
+    if collective.enabled:
+        # Their losses pair items across the batch (a ranking) or train on cached features: not
+        # split into per-process shards here.
+        unsupported = [name for name, used in (("--mix-dataset", mix is not None), ("--rank-weight", settings.rank_weight),
+                                               ("--train-head-only", settings.train_head_only)) if used]
+        if unsupported:
+            raise FinetuneError(f"{', '.join(unsupported)} cannot run in several processes yet; "
+                                "use --nproc-per-node 1")
+        if settings.batch_size < collective.world_size:
+            raise FinetuneError(f"--batch-size {settings.batch_size} (the global batch) is smaller than the "
+                                f"{collective.world_size} processes sharing it")
+    threads = configure_threads(distributed.default_threads(settings.threads))
     seed = settings.seed + round_index
     make_deterministic(seed)
     model, base_prep, init_info = build_model(settings)
+    if collective.enabled:
+        distributed.use_global_batchnorm(model)
     resize, resize_why = resize_choice(settings, dataset, base_prep.resize_short_side)
     try:
         # The output's meaning is the PRIMARY set's normalised score (a mix set only ranks).
@@ -137,6 +153,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
             if mix is not None:
                 batches = MixedBatches(batches, mix_batches(mix, mix_split.split.train, prep,
                                                             settings.mix_per_batch, settings.flip, seed))
+            batches.shard = collective.shard()
     except (ValueError, DatasetError) as err:
         raise FinetuneError(str(err)) from None
     total_steps = settings.epochs * batches.steps_per_epoch
@@ -174,6 +191,8 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
             "eval_batch_size": settings.eval_batch_size, SPLIT_KEY: split_record, "datasets": datasets,
             "frozen_backbone_stages": settings.freeze_backbone_stages, "eval_engine": settings.eval_engine,
             "channels_last": settings.channels_last, "train_head_only": settings.train_head_only}
+    if collective.enabled:
+        info["distributed"] = collective.record(settings.batch_size)
     if cache is not None:
         info["feature_cache"] = list(cache.files)
         if mix is not None:
@@ -191,9 +210,10 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     elif last.exists():
         raise FinetuneError(f"{directory} already holds a run ({last.name}); pass --resume to continue it "
                             "or choose another --out")
+    collective.broadcast_model(model)
     return PreparedRound(run=run, dataset=dataset, split=split, batches=batches, total_steps=total_steps,
                          device=device, round_index=round_index, notes=notes, mix=mix, mix_split=mix_split,
-                         frozen=frozen, cache=cache)
+                         frozen=frozen, cache=cache, collective=collective)
 
 
 def train_round(prepared: PreparedRound, settings: FinetuneSettings):
@@ -203,14 +223,18 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
     from pinet_training.engine import LoopPlan, MetricsLogger, fit, step_loader
     from pinet_training.freeze import keep_frozen_in_eval
 
-    run, device = prepared.run, prepared.device
+    run, device, collective = prepared.run, prepared.device, prepared.collective
     logger = MetricsLogger(Path(run.run_dir) / "log.jsonl")
     weights = LossWeights(settings.loss, settings.rank_weight, settings.mix_weight)
 
     def step_fn(step: int, batch: dict) -> dict[str, float]:
-        for message in batch["skipped"]:
-            logger.log({"kind": "skipped", "step": step + 1, "problem": message})
-        if not len(batch["targets"]):
+        # With several processes: this process's shard; counts and messages are the global batch's.
+        local = len(batch["targets"])
+        total, skipped = collective.sum_ints(local, len(batch["skipped"]))
+        for message in collective.gather_strings(batch["skipped"]) if skipped else []:
+            if collective.is_main:
+                logger.log({"kind": "skipped", "step": step + 1, "problem": message})
+        if not total:
             return {"images": 0}
         keep_frozen_in_eval(prepared.frozen or [])
         if "features" in batch:                       # --train-head-only: cached representations
@@ -222,13 +246,24 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
             predictions = run.model(crops)
         targets = batch["targets"].to(device)
         source = batch.get("source", torch.zeros(len(targets), dtype=torch.int64)).to(device)
-        loss, parts = mixed_loss(predictions, targets, source, weights)
-        if loss is None:
-            return {"images": len(targets), **parts}
+        if not collective.enabled:
+            loss, parts = mixed_loss(predictions, targets, source, weights)
+            if loss is None:
+                return {"images": len(targets), **parts}
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+            return {"loss": float(loss.detach()), "images": len(targets), **parts}
+        if local:   # the primary regression loss only (the pairing losses are refused with several processes)
+            loss, parts = mixed_loss(predictions, targets, source, weights)
+        else:       # an empty shard (its images were unreadable) still joins the collectives, adding nothing
+            loss, parts = predictions.sum() * 0.0, {"loss_primary": 0.0}
+        metrics = {"loss": float(loss.detach()), **parts}
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * collective.loss_scale(local, total)).backward()
+        collective.average_gradients(run.model)
         run.optimizer.step()
-        return {"loss": float(loss.detach()), "images": len(targets), **parts}
+        return {**collective.weighted_means(metrics, local, total), "images": total}
 
     def validate() -> dict[str, float]:
         if prepared.cache is not None:
@@ -251,7 +286,7 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
     loader = step_loader(prepared.batches, run.state.step, prepared.total_steps, settings.workers)
     with torch.autograd.set_grad_enabled(True):
         return fit(run, plan, loader, step_fn, snapshot if settings.train_on_all else validate, logger,
-                   settings.show_progress)
+                   settings.show_progress, collective.is_main, run.info.get("distributed"))
 
 
 def finish_round(prepared: PreparedRound, settings: FinetuneSettings) -> dict:
@@ -305,7 +340,7 @@ def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tupl
     if dataset.name == "synthetic" and settings.rounds > 1:
         raise FinetuneError("--rounds > 1 needs random splits, but the synthetic set's split is fixed by its "
                             "manifest; use --rounds 1")
-    results = []
+    results, collective = [], None
     for round_index in range(settings.rounds):
         directory = round_dir(settings, round_index)
         done = directory / "round.json"
@@ -314,6 +349,10 @@ def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tupl
             say(f"round {round_index + 1}/{settings.rounds}: already finished ({done})")
             continue
         prepared = prepare_round(settings, dataset, round_index, mix)
+        collective = prepared.collective
+        if not collective.is_main:        # another process of a multi-process run: it trains, rank 0 reports
+            train_round(prepared, settings)
+            continue
         for note in prepared.notes:
             say(f"note: {note}")
         info, split = prepared.run.info, prepared.split.split
@@ -329,8 +368,13 @@ def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tupl
             say(f"round {round_index + 1}: held-out {result['mix_test']['dataset']} "
                 f"({result['mix_test']['n']} images) SRCC {result['mix_test']['srcc']:.4f}")
         results.append(result)
+    if collective is not None and not collective.is_main:
+        collective.finish()
+        return results, None
     if settings.train_on_all:
         json_path, _ = write_all_data_results(settings, dataset, results[0])
-        return results, json_path
-    json_path, _ = write_results(settings, dataset, results)
+    else:
+        json_path, _ = write_results(settings, dataset, results)
+    if collective is not None:
+        collective.finish()      # the other processes wait here until the reports are written
     return results, json_path

@@ -27,7 +27,7 @@ import numpy as np
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image, normalize
 from pinet_training.datasets import DatasetError, IQADataset
 from pinet_training.protocol import Split, make_split
-from pinet_training.seeding import EpochSlices, step_rng
+from pinet_training.seeding import EpochSlices, shard_range, step_rng
 from pinet_training.synth_manifest import ManifestError, manifest_path, read_manifest_rows
 
 STREAM_EPOCH_ORDER, STREAM_AUGMENT = 11, 12
@@ -100,6 +100,8 @@ class FinetuneBatches:
         self.entries_per_epoch = min(len(train), images_per_epoch or len(train)) * crops_per_image
         self.steps_per_epoch = math.ceil(self.entries_per_epoch / batch_size)
         self._slices = EpochSlices(self._epoch_order, self.steps_per_epoch, batch_size)
+        # (rank, world size): with several training processes each loads its part of every batch.
+        self.shard = (0, 1)
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         entries = np.repeat(np.arange(len(self.paths)), self.crops_per_image)
@@ -115,10 +117,15 @@ class FinetuneBatches:
         size = self.prep.crop_size
         crops, targets, skipped = [], [], []
         decoded: dict[int, np.ndarray] = {}        # an image drawn twice in one batch is decoded once
-        for index in self.images_of_step(step):
+        entries = self.images_of_step(step)
+        keep = shard_range(len(entries), *self.shard)
+        for position, index in enumerate(entries):
             index = int(index)
-            # Draw first, so a skipped image does not shift the later entries' augmentation.
+            # Draw first, so a skipped image (or one of another process's shard) does not shift the
+            # later entries' augmentation.
             top_draw, left_draw, flip_draw = rng.random(3)
+            if position not in keep:
+                continue
             try:
                 if index not in decoded:
                     decoded[index] = np.asarray(load_image(self.paths[index], self.prep), dtype=np.uint8)

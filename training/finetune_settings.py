@@ -47,6 +47,7 @@ class FinetuneSettings:
     eval_batch_size: int = DEFAULT_EVAL_BATCH
     resume: bool = False
     show_progress: bool = True
+    nproc_per_node: int = 1            # processes of this run (training.distributed); not compared
     include_anchors: bool = False          # keep a CSV's role=anchor rows (csv, clive)
     mix_dataset: str | None = None         # a second dataset trained on at once (ranking loss only)
     mix_root: Path | None = None

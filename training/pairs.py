@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image, make_crops, normalize
-from pinet_training.seeding import EpochSlices, step_rng
+from pinet_training.seeding import EpochSlices, shard_range, step_rng
 from pinet_training.synth_manifest import ManifestError, manifest_path, read_manifest
 
 # Pseudo scores closer than this are treated as a tie and never paired (see docs/experiments.md).
@@ -126,6 +126,8 @@ class PairBatches:
         self.seed = seed
         self.steps_per_epoch = len(sampler) // batch_size
         self._slices = EpochSlices(self._epoch_pairs, self.steps_per_epoch, batch_size)
+        # (rank, world size): with several training processes each loads its part of every batch.
+        self.shard = (0, 1)
 
     def _epoch_pairs(self, epoch: int) -> np.ndarray:
         return self.sampler.epoch_pairs(step_rng(self.seed, epoch, STREAM_EPOCH_ORDER))
@@ -135,7 +137,8 @@ class PairBatches:
 
     def __call__(self, step: int) -> dict:
         rng = step_rng(self.seed, step, STREAM_AUGMENT)
-        return load_pair_batch(self.sampler.items, self.pairs_of_step(step), self.prep, rng)
+        pairs = self.pairs_of_step(step)
+        return load_pair_batch(self.sampler.items, pairs, self.prep, rng, shard_range(len(pairs), *self.shard))
 
 
 def random_pair_crops(pixels1: np.ndarray, pixels2: np.ndarray, crop: int,
@@ -156,15 +159,18 @@ def random_pair_crops(pixels1: np.ndarray, pixels2: np.ndarray, crop: int,
 
 
 def load_pair_batch(items: list[PairItem], pairs: np.ndarray, prep: Preprocessing,
-                    rng: np.random.Generator) -> dict:
+                    rng: np.random.Generator, keep: range | None = None) -> dict:
     """Decode, crop, flip and normalise a batch of pairs. A pair with an unreadable image is
-    dropped from the batch (the same one on every run) and reported under ``skipped``."""
+    dropped from the batch (the same one on every run) and reported under ``skipped``. ``keep``:
+    the positions to load (one process's shard); every pair's draw is made all the same."""
     import torch
 
     first, second, labels, classes1, classes2, skipped = [], [], [], [], [], []
-    for index1, index2, label in pairs:
+    for position, (index1, index2, label) in enumerate(pairs):
         # Draw the augmentation before decoding so a skipped pair does not shift later pairs' draws.
         draw = np.random.default_rng(rng.integers(2 ** 63))
+        if keep is not None and position not in keep:
+            continue
         item1, item2 = items[int(index1)], items[int(index2)]
         try:
             pixels1 = np.asarray(load_image(item1.file, prep), dtype=np.uint8)

@@ -65,6 +65,7 @@ class PretrainSettings:
     resume: bool = False
     val_pairs: int = 512
     show_progress: bool = True
+    nproc_per_node: int = 1                   # processes of this run (training.distributed); not compared
 
     def compared_on_resume(self, manifest_sha256: str) -> dict:
         """The settings that define the run: a resume must match them exactly."""
@@ -103,6 +104,7 @@ class PreparedPretraining:
     total_steps: int
     device: object                   # torch.device
     notes: list[str]
+    collective: object = None        # distributed.Collective (one process: every method is the identity)
 
 
 def prepare(settings: PretrainSettings) -> PreparedPretraining:
@@ -111,6 +113,7 @@ def prepare(settings: PretrainSettings) -> PreparedPretraining:
     import torch
 
     from pinet.models import create_model, default_preprocessing, get_config, list_models
+    from pinet_training import distributed
     from pinet_training.engine import (
         TrainingRun,
         configure_threads,
@@ -147,7 +150,11 @@ def prepare(settings: PretrainSettings) -> PreparedPretraining:
         device = select_device(settings.device)
     except ValueError as err:
         raise PretrainError(str(err)) from None
-    threads = configure_threads(settings.threads)
+    collective, device = distributed.setup(device)
+    if settings.batch_size < collective.world_size:
+        raise PretrainError(f"--batch-size {settings.batch_size} (the global batch) is smaller than the "
+                            f"{collective.world_size} processes sharing it")
+    threads = configure_threads(distributed.default_threads(settings.threads))
     make_deterministic(settings.seed)
 
     out_dir = Path(settings.out_dir)
@@ -166,6 +173,8 @@ def prepare(settings: PretrainSettings) -> PreparedPretraining:
         model = create_model(config, stage=1, init=init)
     except (RuntimeError, FileNotFoundError) as err:
         raise PretrainError(f"--init {settings.init}: {err}") from None
+    if collective.enabled:
+        distributed.use_global_batchnorm(model)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
@@ -178,6 +187,7 @@ def prepare(settings: PretrainSettings) -> PreparedPretraining:
         batches = PairBatches(train_sampler, prep, settings.batch_size, settings.seed)
     except ValueError as err:
         raise PretrainError(str(err)) from None
+    batches.shard = collective.shard()
     if settings.steps is not None:
         total_steps = steps_for(None, settings.steps, batches.steps_per_epoch)
     else:
@@ -194,13 +204,16 @@ def prepare(settings: PretrainSettings) -> PreparedPretraining:
             "train_references": len(train_sampler.references), "val_references": len(val_sampler.references),
             "val_pairs": int(len(val_pairs)), "optimizer": "AdamW", "loss": "rank_weight*CE(rank) + "
             "distortion_weight*(CE(dist1)+CE(dist2))", "lr_schedule": "linear warm-up, then constant"}
+    if collective.enabled:
+        info["distributed"] = collective.record(settings.batch_size)
     run = TrainingRun(run_dir=out_dir, model=model, optimizer=optimizer, preprocessing=prep,
                       settings=settings.compared_on_resume(file_sha256(manifest)), info=info)
     if resuming:
         run.resume(last)
         notes.append(f"resumed from {last} at step {run.state.step}")
+    collective.broadcast_model(model)
     return PreparedPretraining(run=run, items=items, batches=batches, val_pairs=val_pairs,
-                               total_steps=total_steps, device=device, notes=notes)
+                               total_steps=total_steps, device=device, notes=notes, collective=collective)
 
 
 def _validate(prepared: PreparedPretraining, batch_size: int):
@@ -231,34 +244,48 @@ def train(prepared: PreparedPretraining, settings: PretrainSettings):
 
     from pinet_training.engine import LoopPlan, MetricsLogger, fit, step_loader
 
-    run, device = prepared.run, prepared.device
+    run, device, collective = prepared.run, prepared.device, prepared.collective
     logger = MetricsLogger(Path(settings.out_dir) / "log.jsonl")
 
     def step_fn(step: int, batch: dict) -> dict[str, float]:
         lr = learning_rate(step, settings)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
-        for message in batch["skipped"]:
-            logger.log({"kind": "skipped", "step": step + 1, "problem": message})
-        if not len(batch["rank"]):
+        # With several processes: this process's shard; counts and messages are the global batch's.
+        local = len(batch["rank"])
+        total, skipped = collective.sum_ints(local, len(batch["skipped"]))
+        for message in collective.gather_strings(batch["skipped"]) if skipped else []:
+            if collective.is_main:
+                logger.log({"kind": "skipped", "step": step + 1, "problem": message})
+        if not total:
             return {"lr": lr, "pairs": 0}
         rank = batch["rank"].to(device)
         rank_logits, dist1, dist2 = run.model(batch["image1"].to(device), batch["image2"].to(device))
-        rank_loss = F.cross_entropy(rank_logits, rank)
-        distortion_loss = (F.cross_entropy(dist1, batch["class1"].to(device))
-                           + F.cross_entropy(dist2, batch["class2"].to(device)))
-        loss = settings.rank_weight * rank_loss + settings.distortion_weight * distortion_loss
+        if local:
+            rank_loss = F.cross_entropy(rank_logits, rank)
+            distortion_loss = (F.cross_entropy(dist1, batch["class1"].to(device))
+                               + F.cross_entropy(dist2, batch["class2"].to(device)))
+            loss = settings.rank_weight * rank_loss + settings.distortion_weight * distortion_loss
+            metrics = {"loss": float(loss.detach()), "rank_loss": float(rank_loss.detach()),
+                       "distortion_loss": float(distortion_loss.detach()),
+                       "rank_accuracy": float((rank_logits.detach().argmax(1) == rank).float().mean())}
+        else:   # an empty shard (its pairs were unreadable) still joins the collectives, adding nothing
+            loss = (rank_logits.sum() + dist1.sum() + dist2.sum()) * 0.0
+            metrics = {"loss": 0.0, "rank_loss": 0.0, "distortion_loss": 0.0, "rank_accuracy": 0.0}
+        if collective.enabled:
+            loss = loss * collective.loss_scale(local, total)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        collective.average_gradients(run.model)
         run.optimizer.step()
-        return {"loss": float(loss.detach()), "rank_loss": float(rank_loss.detach()),
-                "distortion_loss": float(distortion_loss.detach()),
-                "rank_accuracy": float((rank_logits.detach().argmax(1) == rank).float().mean()), "lr": lr,
-                "pairs": len(rank)}
+        return {**collective.weighted_means(metrics, local, total), "lr": lr, "pairs": total}
 
     validate = (lambda: _validate(prepared, settings.batch_size)) if len(prepared.val_pairs) else None
     plan = LoopPlan(total_steps=prepared.total_steps, steps_per_epoch=prepared.batches.steps_per_epoch,
                     checkpoint_every=settings.checkpoint_every, best_metric=BEST_METRIC)
     loader = step_loader(prepared.batches, run.state.step, prepared.total_steps, settings.workers)
+    launch = run.info.get("distributed")
     with torch.autograd.set_grad_enabled(True):
-        return fit(run, plan, loader, step_fn, validate, logger, settings.show_progress)
+        state = fit(run, plan, loader, step_fn, validate, logger, settings.show_progress, collective.is_main, launch)
+    collective.finish()
+    return state

@@ -35,3 +35,11 @@ class EpochSlices:
         if self._cached is None or self._cached[0] != epoch:
             self._cached = (epoch, self.draw(epoch))
         return self._cached[1][within * self.batch_size:(within + 1) * self.batch_size]
+
+
+def shard_range(count: int, rank: int, world_size: int) -> range:
+    """Process ``rank``'s contiguous part of a batch of ``count`` entries (sizes differ by at most 1):
+    the parts of all processes are disjoint and together are the batch, in order."""
+    base, extra = divmod(count, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from pinet.cli.choices import BackboneInit, DatasetName, Device, EvalEngine, Loss
+from pinet.cli.nproc import NPROC_OPTION, run_in_processes
 from pinet.cli.common import (
     CHECKPOINT_EVERY_OPTION, EXIT_USAGE, PROGRESS_OPTION, THREADS_OPTION, WORKERS_OPTION, device_option,
     fail, reported_errors, require_extra, stderr,
@@ -114,10 +115,11 @@ def finetune(
     eval_batch_size: int = typer.Option(8, "--eval-batch-size", help="Images per forward pass in val/test scoring"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (finished rounds are kept)"),
     progress: bool = PROGRESS_OPTION,
+    nproc_per_node: int = NPROC_OPTION,
 ) -> None:
     """Stage-2 fine-tuning on a human-rated dataset; reports test SRCC/KRCC/PLCC/RMSE per round."""
     require_extra("train", "train finetune")
-    from pinet_training.finetune import FinetuneSettings, run_finetune
+    from pinet_training.finetune import FinetuneSettings
 
     settings = FinetuneSettings(
         dataset=dataset.value, root=root, out_dir=out, init=init, variant=variant, backbone_init=backbone_init.value,
@@ -132,7 +134,17 @@ def finetune(
         rank_weight=rank_weight, mix_eval_max_images=mix_eval_max_images,
         freeze_backbone_stages=freeze_backbone_stages, train_on_all=train_on_all, eval_engine=eval_engine.value,
         channels_last=channels_last, train_head_only=train_head_only, feature_cache=feature_cache,
-        mix_train_images=mix_train_images)
+        mix_train_images=mix_train_images, nproc_per_node=nproc_per_node)
+    run_in_processes(nproc_per_node, run_finetuning, settings)
+
+
+def run_finetuning(settings) -> None:
+    """The command's work, in each of its processes; only the main one (rank 0) prints."""
+    from pinet_training.distributed import context_from_env
+    from pinet_training.finetune import run_finetune
+
+    main = context_from_env().rank == 0
     with reported_errors():
-        _, results_path = run_finetune(settings, lambda line: stderr.print(line, highlight=False))
-    stderr.print(f"done: {results_path} and {results_path.with_suffix('.md')}", highlight=False)
+        _, results_path = run_finetune(settings, lambda line: stderr.print(line, highlight=False) if main else None)
+    if results_path is not None:
+        stderr.print(f"done: {results_path} and {results_path.with_suffix('.md')}", highlight=False)

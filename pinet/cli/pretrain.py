@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from pinet.cli.choices import Device
+from pinet.cli.nproc import NPROC_OPTION, run_in_processes
 from pinet.cli.common import (
     CHECKPOINT_EVERY_OPTION, PROGRESS_OPTION, THREADS_OPTION, WORKERS_OPTION, device_option, reported_errors,
     require_extra, stderr,
@@ -42,26 +43,39 @@ def pretrain(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.safetensors"),
     val_pairs: int = typer.Option(512, "--val-pairs", help="Fixed validation pairs from the val references"),
     progress: bool = PROGRESS_OPTION,
+    nproc_per_node: int = NPROC_OPTION,
 ) -> None:
     """Stage-1 pre-training: rank pairs of distorted images and classify their distortions."""
     require_extra("train", "train pretrain")
-    from pinet_training.pretrain import PretrainSettings, prepare, train
+    from pinet_training.pretrain import PretrainSettings
 
     settings = PretrainSettings(
         data_dir=data, variant=variant, out_dir=out, init=init, epochs=epochs, steps=steps, batch_size=batch_size,
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, rank_weight=rank_weight,
         distortion_weight=distortion_weight, margin=margin, crop_size=crop_size, resize_short_side=resize_short_side,
         device=device.value, workers=workers, threads=threads, seed=seed, checkpoint_every=checkpoint_every,
-        resume=resume, val_pairs=val_pairs, show_progress=progress)
+        resume=resume, val_pairs=val_pairs, show_progress=progress, nproc_per_node=nproc_per_node)
+    run_in_processes(nproc_per_node, run_pretraining, settings)
+
+
+def run_pretraining(settings) -> None:
+    """The command's work, in each of its processes; only the main one prints."""
+    from pinet_training.pretrain import prepare, train
+
     with reported_errors():
         prepared = prepare(settings)
-    for note in prepared.notes:
-        stderr.print(f"[yellow]note:[/] {note}", highlight=False)
+    main = prepared.collective.is_main
     info = prepared.run.info
-    stderr.print(f"stage-1 {variant} on {info['device']}: {info['train_pairs_per_epoch']} pairs/epoch from "
-                 f"{info['train_references']} train references, {info['steps_per_epoch']} steps/epoch, "
-                 f"{prepared.total_steps} steps; {info['val_pairs']} val pairs", highlight=False)
+    if main:
+        for note in prepared.notes:
+            stderr.print(f"[yellow]note:[/] {note}", highlight=False)
+        launch = f" x {info['distributed']['world_size']} processes" if "distributed" in info else ""
+        stderr.print(f"stage-1 {settings.variant} on {info['device']}{launch}: {info['train_pairs_per_epoch']} "
+                     f"pairs/epoch from {info['train_references']} train references, {info['steps_per_epoch']} "
+                     f"steps/epoch, {prepared.total_steps} steps; {info['val_pairs']} val pairs", highlight=False)
     state = train(prepared, settings)
+    if not main:
+        return
     summary = f"done: step {state.step}, last checkpoint {prepared.run.last_path}"
     if state.best_step is not None:
         summary += f"; best val rank accuracy {state.best_metric:.4f} at step {state.best_step} ({prepared.run.best_path})"

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 
-def run_straight_then_kill(command_for: Callable[[Path], list[str]], straight: Path, interrupted: Path) -> None:
-    """``command_for(out_dir)`` is the command line; both runs share one hash seed."""
+def run_straight_then_kill(command_for: Callable[[Path], list[str]], straight: Path, interrupted: Path) -> int:
+    """``command_for(out_dir)`` is the command line; both runs share one hash seed. Returns the
+    killed process's id."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     finished = subprocess.run(command_for(straight), env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
@@ -23,3 +24,4 @@ def run_straight_then_kill(command_for: Callable[[Path], list[str]], straight: P
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
+    return process.pid
