@@ -7,13 +7,14 @@ anything else. Files are closed before returning (multi-frame files included).
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
 import struct
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from pinet_runtime.errors import ImageDecodeError
 from pinet_runtime.geometry import check_limits, check_shape, target_size
@@ -24,6 +25,7 @@ PILLOW_FAILURES = (OSError, SyntaxError, ValueError, EOFError, struct.error, Ind
                    ArithmeticError, RecursionError, MemoryError)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_ICC_MODES = ("RGB", "RGBA", "CMYK")
 # How an image was decoded, in the returned image's ``info``: FULL_DECODE, or for a JPEG decoded at
 # a reduced DCT scale JPEG_DCT_PREFIX + the denominator ("jpeg-dct-1/4").
 DECODE_PATH_KEY = "pinet.decode"
@@ -100,10 +102,31 @@ def _finish(image: Image.Image, prep, name: str, path: str | None = None) -> Ima
     image.load()
     if prep.apply_exif_orientation:
         image = ImageOps.exif_transpose(image)
-    rgb = to_rgb(image, prep, name)
+    rgb = to_rgb(to_srgb(image), prep, name)
     if path is not None:   # a file's decode; a caller's PIL image (maybe returned as is) is left alone
         rgb.info[DECODE_PATH_KEY] = path
     return rgb
+
+
+def to_srgb(image: Image.Image) -> Image.Image:
+    """Pixels with an embedded colour profile (Adobe RGB, Display P3, a CMYK press profile ...)
+    converted to sRGB, what the models were trained on, where Pillow's littlecms can. sRGB profiles
+    are left alone (no work, same pixels), as is an image whose profile littlecms rejects."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in _ICC_MODES:
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(source).lower():
+            return image
+        return ImageCms.profileToProfile(image, source, _srgb_profile(), outputMode="RGBA" if "A" in image.mode else "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
+
+
+@functools.lru_cache(maxsize=1)
+def _srgb_profile():
+    return ImageCms.createProfile("sRGB")
 
 
 def _image_from_array(array: np.ndarray, name: str, prep) -> Image.Image:
