@@ -172,11 +172,12 @@ def default_model_path(precision: str = "int8") -> Path:
     return path
 
 
-def int8_is_safe_here(info: ModelInfo, has_vnni: bool | None) -> bool:
-    """An INT8 file quantized with the full 8-bit weight range (no reduce_range) can saturate in
-    onnxruntime's U8S8 kernels on x86 CPUs without VNNI; everything else is safe."""
+def int8_is_safe_here(info: ModelInfo, kernels_saturate: bool) -> bool:
+    """An INT8 file quantized with the full 8-bit weight range (no reduce_range) can give wrong
+    scores where onnxruntime's U8S8 kernels saturate (x86 without VNNI: `int8_probe`); a portable
+    file (7-bit weights) and every file on a machine whose kernels do not saturate are safe."""
     full_range = bool(info.calibration) and info.calibration.get("reduce_range") is False
-    return not (full_range and has_vnni is False)
+    return not (full_range and kernels_saturate)
 
 
 def onnx_card(path: str | os.PathLike) -> dict:

@@ -21,9 +21,9 @@ from typing import Iterable, Iterator, Sequence, Union
 import numpy as np
 import onnxruntime as ort
 
-from pinet_runtime.cpu import has_vnni
 from pinet_runtime.decode import PILLOW_FAILURES
 from pinet_runtime.errors import NonFiniteScoreError
+from pinet_runtime.int8_probe import u8s8_saturates
 from pinet_runtime.metadata import CROPS_INTERFACE
 from pinet_runtime.model_file import ModelFileError, ModelInfo, default_model_path, int8_is_safe_here, \
     load_session, model_info_from_session
@@ -116,10 +116,10 @@ class Scorer:
                                         "score); pinet_runtime scores the crops model it was built from "
                                         "(model.onnx / model.int8.onnx). Run this file with onnxruntime directly "
                                         "(examples/score_e2e.py)")
-        if default_model and not int8_is_safe_here(self.info, has_vnni()):
+        if default_model and self.info.precision == "int8" and not int8_is_safe_here(self.info, u8s8_saturates()):
             # Only a non-portable INT8 file (full 8-bit weights) can saturate here; portable ones never fall back.
-            logger.warning("%s has full 8-bit INT8 weights, which can saturate on this x86 CPU without VNNI: "
-                           "scoring with the bundled FP32 model instead", model)
+            logger.warning("%s has full 8-bit INT8 weights, which saturate this machine's onnxruntime U8S8 "
+                           "kernels (x86 without VNNI): scoring with the bundled FP32 model instead", model)
             model = default_model_path("fp32")   # the bundled FP32 file: exact everywhere
             self._session = load_session(model, options, usable)
             self.info = model_info_from_session(model, self._session)

@@ -90,13 +90,13 @@ def test_default_int8_is_replaced_by_fp32_where_it_could_saturate(monkeypatch):
     from pinet_runtime.model_file import int8_is_safe_here
 
     int8 = read_model_info(default_model_path("int8"))
-    assert int8_is_safe_here(int8, has_vnni=True) and int8_is_safe_here(int8, has_vnni=None)   # VNNI, ARM
+    assert int8_is_safe_here(int8, kernels_saturate=False)   # VNNI, ARM
     full_range = int8.calibration.get("reduce_range") is False
-    assert int8_is_safe_here(int8, has_vnni=False) is not full_range
-    monkeypatch.setattr(scorer_module, "has_vnni", lambda: False)
+    assert int8_is_safe_here(int8, kernels_saturate=True) is not full_range
+    monkeypatch.setattr(scorer_module, "u8s8_saturates", lambda: True)
     expected = "fp32" if full_range else "int8"
     assert Scorer(providers="cpu").info.precision == expected
-    monkeypatch.setattr(scorer_module, "has_vnni", lambda: True)
+    monkeypatch.setattr(scorer_module, "u8s8_saturates", lambda: False)
     assert Scorer(providers="cpu").info.precision == "int8"
     assert has_vnni(Path("/nonexistent/cpuinfo")) in (False, None)
 
@@ -115,7 +115,7 @@ def test_only_a_non_portable_default_int8_falls_back_and_it_says_so(tmp_path, mo
                                                 metadata={keys.PRECISION: "int8", keys.CALIBRATION: calibration}),
              "fp32": tiny_onnx.build_tiny_model(tmp_path / "default.onnx")}
     monkeypatch.setattr(scorer_module, "default_model_path", lambda precision="int8": files[precision])
-    monkeypatch.setattr(scorer_module, "has_vnni", lambda: False)
+    monkeypatch.setattr(scorer_module, "u8s8_saturates", lambda: True)
     with caplog.at_level(logging.WARNING, logger="pinet_runtime"):
         scorer = Scorer(providers="cpu")
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -123,7 +123,7 @@ def test_only_a_non_portable_default_int8_falls_back_and_it_says_so(tmp_path, mo
         assert scorer.info.precision == "int8" and warnings == []
     else:
         assert scorer.info.precision == "fp32"
-        assert len(warnings) == 1 and "default.int8.onnx" in warnings[0] and "without VNNI" in warnings[0]
+        assert len(warnings) == 1 and "default.int8.onnx" in warnings[0] and "saturate" in warnings[0]
 
 
 def test_the_bundled_int8_is_portable_so_every_cpu_scores_with_it():
