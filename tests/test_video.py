@@ -118,6 +118,27 @@ def test_truncated_and_damaged_videos_are_per_file_errors(clip, tmp_path, sample
     assert "1 of 2 files scored, 1 failed" in table.stderr and "cut.mp4" in table.stderr
 
 
+def test_a_frame_the_runtime_refuses_is_that_frame_s_error(tmp_path):
+    """Frames of a 704x32 video are past the runtime's aspect-ratio limit: each sampled frame gets
+    the runtime's error, the video fails, and nothing crashes."""
+    path = tmp_path / "strip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=2)
+        stream.width, stream.height, stream.pix_fmt = 704, 32, "yuv420p"
+        for _ in range(4):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((32, 704, 3), 128, np.uint8),
+                                                                   format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    result = _run(str(path), "-f", "json")
+    assert result.exit_code == 1
+    frames, summary = json.loads(result.stdout)[:-1], json.loads(result.stdout)[-1]
+    assert [f["time"] for f in frames] == [0.0, 1.0]
+    assert all(f["score"] is None and "strip.mp4 frame" in f["error"] and "aspect" in f["error"] for f in frames)
+    assert summary["score"] is None and summary["frames"] == 0 and summary["worst"] == []
+
+
 @pytest.mark.slow
 def test_other_containers_and_folders(tmp_path, sample_photos):
     for name, codec in (("a.mov", "mpeg4"), ("b.webm", "libvpx-vp9"), ("c.mkv", "mpeg4")):

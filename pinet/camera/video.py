@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from pinet_runtime.errors import PinetError
+from pinet_runtime.errors import ImageDecodeError, PinetError
 
 WORST_SEGMENTS = 3
 # A sample is "low" when it scores half a standard deviation below the clip's mean; a clip whose
@@ -202,7 +202,11 @@ class _FrameSampler:
                 else:  # the next sample is due at the next multiple of the step after this frame
                     next_time = (math.floor(time / every.seconds + 1e-6) + 1) * every.seconds
                 self.positions.append((index, time))
-                yield load_image(frame.to_ndarray(format="rgb24"), self.prep)
+                pixels = frame.to_ndarray(format="rgb24")
+                try:
+                    yield load_image(pixels, self.prep)
+                except ImageDecodeError:  # e.g. past a size limit: score_many gives this frame its error
+                    yield pixels
         except (av.error.FFmpegError, OSError) as err:
             self.damage = f"damaged after frame {index} ({_reason(err)})"
 
