@@ -220,3 +220,15 @@ def test_perceptual_hash_separates_scenes_not_degradations(samples_dir):
     same = distance(perceptual_hash(kodim05), perceptual_hash(kodim05.filter(ImageFilter.GaussianBlur(3))))
     other = distance(perceptual_hash(kodim05), perceptual_hash(coffee))
     assert same <= 4 and other > 20
+
+
+def test_any_model_file_works(card, tiny_onnx, tmp_path):
+    """Grouping does not depend on the model; the pick is that model's best (here a weighted mean of
+    the pixels, so not necessarily the sharp original)."""
+    tiny = tiny_onnx.build_tiny_model(tmp_path / "tiny.onnx")
+    rows = json.loads(_run(str(card), "-f", "json", "-m", str(tiny)).stdout)
+    groups = _groups(rows)
+    assert sorted(len(members) for members in groups.values()) == [1, 4, 4]
+    expected = {row["path"]: Scorer(tiny).score(row["path"]) for row in rows}
+    for members in groups.values():
+        assert members[0]["score"] == pytest.approx(max(expected[m["path"]] for m in members), abs=1e-6)

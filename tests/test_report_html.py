@@ -261,3 +261,30 @@ def test_best_and_report_run_without_torch(sample_photos, tmp_path, blocked_impo
     made = blocked_imports.run_cli("report", *photos, "--out", str(out))
     assert made.returncode == 0, made.stderr
     assert blocked_imports.leaked_modules(made) == [] and len(_parse(out).cards) == 3
+
+
+def test_scores_files_are_read_in_every_format(tmp_path):
+    from pinet.camera.report_data import ScoresFileError, read_scores_file
+
+    rows = [{"path": "a.jpg", "kind": "image", "score": 0.5, "error": None},
+            {"path": "clip.mp4", "kind": "frame", "frame": 0, "time": 0.0, "score": 0.4, "error": None},
+            {"path": "clip.mp4", "kind": "video", "score": 0.4, "error": None},
+            {"path": "b.jpg", "score": None, "error": "b.jpg: empty file (0 bytes)", "group": 2, "rank": 1,
+             "pick": True, "margin": 0.25}]
+    (tmp_path / "s.json").write_text(json.dumps(rows))
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "s.csv").write_text("path,kind,score,error,group,rank,pick,margin\na.jpg,image,0.5,,,,,\n"
+                                    "clip.mp4,frame,0.4,,,,,\nclip.mp4,video,0.4,,,,,\n"
+                                    "b.jpg,,,b.jpg: empty file (0 bytes),2,1,True,0.25\n")
+    for name in ("s.json", "s.jsonl", "s.csv"):
+        parsed = read_scores_file(tmp_path / name)
+        assert [r["path"] for r in parsed] == ["a.jpg", "b.jpg"], name  # video rows left out
+        assert parsed[0]["score"] == 0.5 and parsed[0]["group"] is None and parsed[0]["pick"] is False
+        assert parsed[1] == {"path": "b.jpg", "score": None, "error": "b.jpg: empty file (0 bytes)", "group": 2,
+                             "rank": 1, "pick": True, "margin": 0.25}, name
+    (tmp_path / "bad.csv").write_text("path,score\na.jpg,high\n")
+    with pytest.raises(ScoresFileError, match="row 1: score 'high'"):
+        read_scores_file(tmp_path / "bad.csv")
+    (tmp_path / "nopath.jsonl").write_text('{"score": 1}\n')
+    with pytest.raises(ScoresFileError, match="row 1 has no path"):
+        read_scores_file(tmp_path / "nopath.jsonl")
