@@ -27,12 +27,12 @@ def checkpoint_card(path: Path) -> dict:
 
 
 def info(
-    file: Path = typer.Argument(..., help="A .safetensors checkpoint or an exported .onnx model"),
+    file: Path = typer.Argument(..., help="A .safetensors checkpoint or an exported .onnx (or .ort) model"),
     as_json: bool = typer.Option(False, "--json", help="Print the card as JSON"),
 ) -> None:
     """Print the card of a checkpoint or ONNX model: variant, cost, preprocessing, stage, metrics."""
     with reported_errors():
-        if file.suffix == ".onnx":
+        if file.suffix in (".onnx", ".ort"):  # the ORT format keeps the metadata
             from pinet_runtime.model_file import onnx_card
 
             card = onnx_card(file)
