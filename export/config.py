@@ -32,7 +32,10 @@ class Gates:
     e2e_min_srcc: float = 0.999          # end-to-end graph vs the runtime (`pinet score`), same precision
     e2e_max_mean_abs_diff: float = 0.005  # as a fraction of the score range (0.005 for a [0, 1] score)
     e2e_min_images: int = 100            # fewer parity images give a note, not a failure
-    ort_max_abs_diff: float = 1e-4       # .ort vs its .onnx file on the same inputs
+    ort_max_abs_diff: float = 1e-4       # .ort vs its .onnx file on the same inputs (FP32)
+    # INT8 .ort files are optimised for ARM (QDQ fused into S8 QLinear kernels), which compute a
+    # little differently on x86: measured 0.006-0.010 per crop on the bundled model.
+    ort_int8_max_abs_diff: float = 0.02
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def test_export_end_to_end_quantize_ort_writes_validates_and_reports(tmp_path, s
         assert figures["images"] == 5 * len(sample_photos) and figures["portrait_images"] >= len(sample_photos)
         assert figures["mean_abs_diff"] <= figures["gate_mean_abs_diff"] == 0.005
         assert figures["latency_ms"] > 0
-        assert steps["ort"]["figures"][f"e2e-{precision}_max_abs_diff"] <= 1e-4
+        assert steps["ort"]["figures"][f"e2e-{precision}_max_abs_diff"] <= (1e-4 if precision == "fp32" else 0.02)
         assert read_model_info(out / f"model.e2e.{'' if precision == 'fp32' else 'int8.'}onnx").precision == precision
     for key in ("fp32", "int8", "e2e-fp32", "e2e-int8", "ort-fp32", "ort-e2e-int8", "required-operators"):
         assert report["files"][key]["bytes"] == Path(report["files"][key]["path"]).stat().st_size > 0

@@ -95,10 +95,11 @@ def ort_step(files: dict[str, str], out_dir: Path, crops: np.ndarray, images: li
                 result.notes.append(f"{source.name}: no parity image (validation skipped), .ort not compared")
                 continue
             worst = ort_parity(source, converted[source.name], feeds)
+            gate = gates.ort_int8_max_abs_diff if key.endswith("int8") else gates.ort_max_abs_diff
             result.figures[f"{key}_max_abs_diff"] = worst
-            if not worst <= gates.ort_max_abs_diff:
+            if not worst <= gate:
                 result.fail("parity", f"{converted[source.name].name} vs {source.name} max |difference| {worst:.3g} "
-                                      f"exceeds {gates.ort_max_abs_diff:g}")
+                                      f"exceeds {gate:g}")
         return result.passed
 
     try:
