@@ -151,10 +151,16 @@ def _e2e_steps(outcome: ExportOutcome, settings: ExportSettings, prep, photo_pat
         if precision not in outcome.files:
             continue
         crops_path = Path(outcome.files[precision])
-        _run_step(outcome, settings, e2e_step_name(precision), outcome.out_dir / e2e_file_name(crops_path),
-                  lambda tmp, source=crops_path: write_e2e(source, tmp),
-                  lambda tmp, source=crops_path: validate_e2e(tmp, source, outcome.e2e_images, settings.gates),
-                  progress)
+        final = outcome.out_dir / e2e_file_name(crops_path)
+        try:
+            _run_step(outcome, settings, e2e_step_name(precision), final,
+                      lambda tmp, source=crops_path: write_e2e(source, tmp),
+                      lambda tmp, source=crops_path: validate_e2e(tmp, source, outcome.e2e_images, settings.gates),
+                      progress)
+        except ExportError as err:   # a contract the graph cannot express (e.g. a fixed batch != crops)
+            failed = StepValidation(e2e_step_name(precision), str(final))
+            failed.fail("structure", f"could not be written: {err}")
+            outcome.validations.append(failed)
 
 
 def run_export(checkpoint: Path, settings: ExportSettings, progress: ProgressCallback = lambda _: None) -> ExportOutcome:

@@ -181,3 +181,14 @@ def test_jpeg_bytes_and_pixels_agree_when_no_dct_scaling_applies(tiny_files, tin
     session = ort.InferenceSession(str(e2e), providers=["CPUExecutionProvider"])
     assert float(session.run(None, {"image": pixels})[0]) == pytest.approx(
         Scorer(crops_file).score(buffer.getvalue()), abs=2e-3)
+
+
+def test_a_fixed_batch_other_than_the_crop_count_is_refused(tiny_onnx, tmp_path):
+    from pinet_export.convert import ExportError
+
+    crops = tiny_onnx.build_tiny_model(tmp_path / "model.onnx", batch=8)
+    with pytest.raises(ExportError, match="fixed batch of 8, but one image makes 5 crops"):
+        write_e2e(crops, tmp_path / "model.e2e.onnx")
+    five = tiny_onnx.build_tiny_model(tmp_path / "five.onnx", batch=5)
+    write_e2e(five, tmp_path / "five.e2e.onnx")
+    assert read_model_info(tmp_path / "five.e2e.onnx").interface == "image"
