@@ -74,7 +74,8 @@ def _processes_using(folder: str) -> list[str]:
 @pytest.mark.slow
 def test_cli_on_a_local_instance_matches_the_local_path(photo_folder, ray_tmp, blocked_imports):
     """No --ray-address: the command starts a 2-CPU local instance and shuts it down; torch is never
-    needed (blocked in the driver)."""
+    needed (blocked in the driver). A file name that is not valid UTF-8 round-trips through Ray."""
+    shutil.copy(sorted(photo_folder.glob("kodak*.jpg"))[0], os.fsdecode(bytes(photo_folder) + b"/odd\xff.jpg"))
     done = blocked_imports.run_cli("score", str(photo_folder), "--engine", "ray", "--workers", "2",
                                    "--batch-size", "2", "--format", "json", timeout=240)
     assert done.returncode == 1, done.stderr          # 1: one item failed, the rest scored
