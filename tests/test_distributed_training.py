@@ -168,15 +168,37 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_result(runs):
     assert [r["step"] for r in records if r["kind"] == "launch"] == [0, killed_at]
 
 
-@pytest.mark.slow
-def test_batch_smaller_than_the_processes_is_refused(sample_photos, tmp_path):
+def test_batch_smaller_than_the_processes_is_refused_before_launching(sample_photos, tmp_path):
+    from typer.testing import CliRunner
+
+    from pinet.cli.app import app
+
     data = _tiny_synth_set(sample_photos[:3], tmp_path / "synth")
     args = [a if a != "4" else "1" for a in TINY]          # --batch-size 1
-    done = subprocess.run(_pretrain("--data", str(data), *args, "--steps", "1", "--nproc-per-node", "2",
-                                    "--out", str(tmp_path / "run")), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1, done.stderr
+    done = CliRunner().invoke(app, ["train", "pretrain", "--data", str(data), *args, "--steps", "1",
+                                    "--nproc-per-node", "2", "--out", str(tmp_path / "run")])
+    assert done.exit_code == 2, done.output
     assert "--batch-size 1 (the global batch) is smaller than the 2 processes sharing it" in done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "run" / "last.safetensors").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_options_that_pair_items_across_the_batch_are_refused_with_several_processes(tmp_path, monkeypatch):
+    """Checked in each process (here: rank 0 of a pretend 2-process torchrun launch, stopped before
+    it joins a group)."""
+    from pinet_training.finetune import prepare_round
+    from pinet_training.finetune_report import FinetuneError
+    from pinet_training.finetune_settings import FinetuneSettings
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    import pinet_training.distributed as distributed
+
+    monkeypatch.setattr(distributed, "setup", lambda device: (distributed.Collective(
+        distributed.context_from_env(), "gloo"), device))
+    settings = FinetuneSettings(dataset="csv", root=tmp_path, out_dir=tmp_path / "run", variant="pinet_lite0",
+                                backbone_init="random", rank_weight=0.5, device="cpu", show_progress=False)
+    with pytest.raises(FinetuneError, match="--rank-weight cannot run in several processes yet"):
+        prepare_round(settings, dataset=None, round_index=0)
 
 
 @pytest.mark.slow

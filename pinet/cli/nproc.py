@@ -14,6 +14,8 @@ from typing import Callable
 
 import typer
 
+from pinet.cli.common import EXIT_USAGE, fail
+
 NPROC_OPTION = typer.Option(1, "--nproc-per-node", min=1, help="Training processes on this machine "
                             "(torch.distributed: gloo on CPU, nccl on CUDA, one GPU each); --batch-size stays "
                             "the global batch. Multi-node: run under torchrun instead (docs/scaling.md)")
@@ -34,6 +36,9 @@ def run_in_processes(nproc: int, entrypoint: Callable, settings) -> None:
     if nproc <= 1 or launched_by_torchrun():
         entrypoint(settings)
         return
+    if settings.batch_size < nproc:      # checked again in each process (torchrun), but before any starts here
+        raise fail(f"--batch-size {settings.batch_size} (the global batch) is smaller than the {nproc} processes "
+                   "sharing it", EXIT_USAGE)
     code = launch(nproc, _worker, entrypoint, settings)
     if code:
         raise typer.Exit(code)
