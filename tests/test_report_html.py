@@ -161,7 +161,8 @@ def test_scores_file_from_another_model_is_flagged_and_missing_photos_listed(tmp
     result = _run(str(scores), "--out", str(out))  # the bundled model, not the one that made the file
     assert result.exit_code == 1 and "gone.jpg" in result.stderr
     page = _parse(out)
-    assert sorted(card["data-name"] for card in page.cards) == sorted(["gone.jpg", *(p.name for p in sample_photos[:3])])
+    expected = sorted(["gone.jpg", *(p.name for p in sample_photos[:3])])
+    assert sorted(card["data-name"] for card in page.cards) == expected
     text = out.read_text()
     assert "differ from pinet_lite0" in text and "no thumbnail" in text and "No burst groups" in text
 
@@ -226,6 +227,7 @@ ids.sort.value = 'worst'; ids.sort.listeners.input(); record();
 ids.sort.value = 'name'; ids.filter.value = 'KODAK'; ids.filter.listeners.input(); record();
 ids.filter.value = ''; ids.min.value = String(data.threshold); ids.min.listeners.input(); record();
 ids.min.value = ''; ids.picks.checked = true; ids.picks.listeners.input(); record();
+ids.picks.checked = false; ids.sort.value = 'burst'; ids.sort.listeners.input(); record();
 console.log(JSON.stringify(states));
 """
 
@@ -241,13 +243,15 @@ def test_gallery_script_sorts_and_filters_the_real_cards(folder_report):
     done = subprocess.run([node, "-e", _DOM_SHIM], input=json.dumps(data), capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    best, worst, named, above, picks = json.loads(done.stdout)
+    best, worst, named, above, picks, by_burst = json.loads(done.stdout)
     by_score = [c["data-name"] for c in sorted(scored, key=lambda c: -float(c["data-score"]))]
     assert best["order"] == by_score + ["broken.jpg"] and best["count"] == "9 of 9 shown"
     assert worst["order"] == by_score[::-1] + ["broken.jpg"]
     assert named["shown"] == sorted(n for n in by_score if n.startswith("kodak"))
     assert sorted(above["shown"]) == sorted(c["data-name"] for c in scored if float(c["data-score"]) >= threshold)
     assert len(above["shown"]) == 4 and picks["count"] == "8 of 9 shown"
+    by_group = sorted(scored, key=lambda c: int(c["data-group"]))
+    assert by_burst["order"] == [c["data-name"] for c in by_group] + ["broken.jpg"]  # ungrouped last
 
 
 @pytest.mark.slow

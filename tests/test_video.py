@@ -36,7 +36,8 @@ def _encode(path: Path, photo: Path, seconds: float = 6.0, codec: str = "mpeg4")
         stream.bit_rate = 6_000_000  # near-lossless: the blur, not the codec, should lower the score
         for index in range(int(seconds * FPS)):
             shift = index * 2
-            frame = source.crop((shift, 0, shift + source.width - 48, source.height)).resize(SIZE, Image.Resampling.LANCZOS)
+            window = source.crop((shift, 0, shift + source.width - 48, source.height))
+            frame = window.resize(SIZE, Image.Resampling.LANCZOS)
             if BLURRED_FROM <= index / FPS < BLURRED_TO:
                 frame = frame.filter(ImageFilter.GaussianBlur(3))
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(frame), format="rgb24")):

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pinet.camera.phash import DEFAULT_MAX_DISTANCE, distances
+from pinet.camera import DEFAULT_GAP_SECONDS, DEFAULT_MAX_DISTANCE
+from pinet.camera.phash import distances
 from pinet.camera.photos import Photo
 from pinet_runtime.errors import PinetError
 
-DEFAULT_GAP_SECONDS = 2.0
 
 
 @dataclass

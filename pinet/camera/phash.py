@@ -16,8 +16,6 @@ from PIL import Image
 HASH_SIDE = 32
 LOW_FREQUENCIES = 8
 BITS = LOW_FREQUENCIES * LOW_FREQUENCIES - 1
-# Hamming distance at or below which two photos count as one scene (docs/camera.md).
-DEFAULT_MAX_DISTANCE = 14
 
 
 def _dct_matrix(size: int) -> np.ndarray:

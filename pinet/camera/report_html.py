@@ -52,14 +52,12 @@ _SCRIPT = """
   var count = document.getElementById('count');
   var better = document.body.getAttribute('data-higher-is-better') === '1' ? 1 : -1;
   function score(card) { var s = parseFloat(card.getAttribute('data-score')); return isNaN(s) ? null : s; }
+  function group(card) { var g = parseInt(card.getAttribute('data-group'), 10); return isNaN(g) ? Infinity : g; }
   function compare(how) {
     return function (a, b) {
       var sa = score(a), sb = score(b);
       if (how === 'name') { return a.getAttribute('data-name').localeCompare(b.getAttribute('data-name')); }
-      if (how === 'burst') {
-        var ga = parseInt(a.getAttribute('data-group') || '1e9', 10), gb = parseInt(b.getAttribute('data-group') || '1e9', 10);
-        if (ga !== gb) { return ga - gb; }
-      }
+      if (how === 'burst' && group(a) !== group(b)) { return group(a) < group(b) ? -1 : 1; }
       if (sa === null || sb === null) { return (sa === null) - (sb === null); }
       return how === 'worst' ? better * (sa - sb) : better * (sb - sa);
     };

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from pinet.camera import DEFAULT_GAP_SECONDS, DEFAULT_MAX_DISTANCE
 from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, reported_errors, stderr
 from pinet.cli.output import Column, OutputFormat, deliver, prepare_output, render_rows
 from pinet.cli.progress import PROGRESS_OPTION, progress_wanted, tracked
@@ -28,9 +29,10 @@ def best(
     model: Path = typer.Option(None, "--model", "-m", help="Exported PINet ONNX model (default: the bundled model)"),
     provider: Provider = typer.Option(Provider.auto, "--provider", help="onnxruntime execution provider"),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include photos in subfolders"),
-    gap: float = typer.Option(2.0, "--gap", min=0.0, help="Seconds between shots that start a new burst "
-                                                           "(EXIF DateTimeOriginal + sub-seconds, else file time)"),
-    max_distance: int = typer.Option(14, "--max-distance", min=0, max=63,
+    gap: float = typer.Option(DEFAULT_GAP_SECONDS, "--gap", min=0.0,
+                              help="Seconds between shots that start a new burst (EXIF DateTimeOriginal + "
+                                   "sub-seconds, else file time)"),
+    max_distance: int = typer.Option(DEFAULT_MAX_DISTANCE, "--max-distance", min=0, max=63,
                                      help="Perceptual-hash bits (of 63) within which two shots show one scene; "
                                           "0 splits every shot, 63 groups by time only"),
     keep_dir: Path = typer.Option(None, "--keep-dir", help="Copy each burst's pick here"),

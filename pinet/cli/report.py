@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from pinet.camera import DEFAULT_GAP_SECONDS, DEFAULT_MAX_DISTANCE
 from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, reported_errors, stderr
 from pinet.cli.output import prepare_output
 from pinet.cli.progress import PROGRESS_OPTION, progress_wanted, tracked
@@ -35,8 +36,9 @@ def report(
     model: Path = typer.Option(None, "--model", "-m", help="Exported PINet ONNX model (default: the bundled model)"),
     provider: Provider = typer.Option(Provider.auto, "--provider", help="onnxruntime execution provider"),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Include photos in subfolders"),
-    gap: float = typer.Option(2.0, "--gap", min=0.0, help="Bursts: seconds between shots that start a new one"),
-    max_distance: int = typer.Option(14, "--max-distance", min=0, max=63,
+    gap: float = typer.Option(DEFAULT_GAP_SECONDS, "--gap", min=0.0,
+                              help="Bursts: seconds between shots that start a new one"),
+    max_distance: int = typer.Option(DEFAULT_MAX_DISTANCE, "--max-distance", min=0, max=63,
                                      help="Bursts: perceptual-hash bits within which two shots show one scene"),
     title: str = typer.Option("PINet photo report", "--title", help="The page's title"),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Photos per onnxruntime run"),
