@@ -221,7 +221,8 @@ def test_two_process_finetune_writes_the_round_and_matches_one_process(replicas,
     steps' losses equal one process's (later ones drift by Adam's rounding, see the module doc)."""
     replica = replicas.make_blur_replica(tmp_path / "set", sample_photos[:6], "setA", with_reference=True)
     common = ["train", "finetune", "--dataset", "csv", "--csv-range", "0,11", "--root", str(replica), "--epochs", "2",
-              "--seed", "5", "--lr-backbone", "1e-3", "--lr-head", "1e-3", "--variant", "pinet_lite0", "--backbone-init", "random", "--crop-size", "64",
+              "--seed", "5", "--lr-backbone", "1e-3", "--lr-head", "1e-3", "--variant", "pinet_lite0",
+              "--backbone-init", "random", "--crop-size", "64",
               "--resize-short-side", "native", "--batch-size", "8", "--crops-per-image", "2", "--workers", "0",
               "--threads", "1", "--val-fraction", "0.25", "--no-progress"]
     logs = {}

@@ -87,8 +87,9 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     if collective.enabled:
         # Their losses pair items across the batch (a ranking) or train on cached features: not
         # split into per-process shards here.
-        unsupported = [name for name, used in (("--mix-dataset", mix is not None), ("--rank-weight", settings.rank_weight),
-                                               ("--train-head-only", settings.train_head_only)) if used]
+        asked = (("--mix-dataset", mix is not None), ("--rank-weight", settings.rank_weight),
+                 ("--train-head-only", settings.train_head_only))
+        unsupported = [name for name, used in asked if used]
         if unsupported:
             raise FinetuneError(f"{', '.join(unsupported)} cannot run in several processes yet; "
                                 "use --nproc-per-node 1")

@@ -91,7 +91,8 @@ def _write_with_ray(model: Path, files: list[str], provider: str, address: str |
         scored = score_dataset(paths_dataset(files), model, workers=workers, threads=threads,
                                batch_size=batch_size, providers=provider).materialize()
         (scored.write_csv if csv_output else scored.write_parquet)(os.fspath(folder))
-        failed = sum(len(batch) - batch["error"].null_count for batch in scored.select_columns(["error"]).iter_batches(batch_format="pyarrow"))
+        errors = scored.select_columns(["error"]).iter_batches(batch_format="pyarrow")
+        failed = sum(len(batch) - batch["error"].null_count for batch in errors)
     kind = "CSV" if csv_output else "Parquet"
     stderr.print(f"{len(files) - failed} of {len(files)} images scored, {failed} failed; results in {folder} "
                  f"({kind}, columns index, path, score, error, crops, seconds)", highlight=False)
