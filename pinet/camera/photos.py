@@ -5,7 +5,8 @@ resize to the model's short side) and cut into crops by ``make_crops``: exactly 
 ``Scorer.score`` does, so the mean of the per-crop scores here equals ``pinet score``'s score.
 The same decoded pixels give the perceptual hash (burst splitting) and the report's thumbnail,
 so nothing is decoded twice. Crops of up to ``batch_size`` photos go through the model in one
-``Scorer.score_crops`` run; a photo that cannot be read gets its error and the run goes on.
+``Scorer.score_crops`` run while the next batch is decoded; a photo that cannot be read gets its
+error and the run goes on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
@@ -101,22 +103,32 @@ class PhotoScanner:
         self.scorer, self.batch_size, self.hashes, self.thumbnail = scorer, batch_size, hashes, thumbnail
 
     def scan(self, paths: list[str], on_photo: Callable[[Photo], None] | None = None) -> list[Photo]:
-        photos, pending = [], []
-        for path in paths:
-            photo = self._decode(path, pending)
-            photos.append(photo)
-            if photo.error is not None and on_photo is not None:
-                on_photo(photo)
-            if len(pending) == self.batch_size:
+        """Every path's Photo, in input order; ``on_photo`` is called as each one is done."""
+        photos = [Photo(str(path)) for path in paths]
+        batches = [photos[start:start + self.batch_size] for start in range(0, len(photos), self.batch_size)]
+        # As in Scorer.score_many: one worker decodes the next batch while the model scores this one
+        # (Pillow and onnxruntime release the GIL).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pinet-decode") as pool:
+            upcoming = pool.submit(self._decode_batch, batches[0]) if batches else None
+            for index, batch in enumerate(batches):
+                pending = upcoming.result()
+                if index + 1 < len(batches):
+                    upcoming = pool.submit(self._decode_batch, batches[index + 1])
+                for photo in batch:
+                    if photo.error is not None and on_photo is not None:
+                        on_photo(photo)
                 self._flush(pending, on_photo)
-        self._flush(pending, on_photo)
         return photos
 
-    def _decode(self, path: str, pending: list) -> Photo:
+    def _decode_batch(self, photos: list[Photo]) -> list[_Pending]:
+        return [item for item in map(self._decode, photos) if item is not None]
+
+    def _decode(self, photo: Photo) -> _Pending | None:
+        """Capture time, decoded picture and crops; None (and ``photo.error``) when it cannot be read."""
         started = time.perf_counter()
-        photo = Photo(str(path))
         photo.taken, photo.time_source = capture_time(photo.path)
         prep = self.scorer.preprocessing
+        pending = None
         try:
             image = load_image(photo.path, prep)
             crops = make_crops(image, prep)
@@ -128,11 +140,11 @@ class PhotoScanner:
             photo.scored_size = image.size
             photo.crop_boxes = tuple((left, top, prep.crop_size)
                                      for top, left in crop_origins(image.height, image.width, prep))
-            pending.append(_Pending(photo, image, crops))
+            pending = _Pending(photo, image, crops)
         photo.seconds = time.perf_counter() - started
-        return photo
+        return pending
 
-    def _flush(self, pending: list, on_photo) -> None:
+    def _flush(self, pending: list[_Pending], on_photo) -> None:
         if not pending:
             return
         started = time.perf_counter()
@@ -157,4 +169,3 @@ class PhotoScanner:
             photo.seconds += model_seconds * count / len(per_crop)
             if on_photo is not None:
                 on_photo(photo)
-        pending.clear()
