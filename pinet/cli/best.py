@@ -34,7 +34,7 @@ def best(
                                    "sub-seconds, else file time)"),
     max_distance: int = typer.Option(DEFAULT_MAX_DISTANCE, "--max-distance", min=0, max=63,
                                      help="Perceptual-hash bits (of 63) within which two shots show one scene; "
-                                          "0 splits every shot, 63 groups by time only"),
+                                          "0 joins only shots that hash alike, 63 groups by time only"),
     keep_dir: Path = typer.Option(None, "--keep-dir", help="Copy each burst's pick here"),
     reject_dir: Path = typer.Option(None, "--reject-dir", help="Copy the other shots here"),
     link: bool = typer.Option(False, "--link", help="Hard-link instead of copying (same filesystem)"),
