@@ -16,7 +16,7 @@ from pinet.camera import DEFAULT_GAP_SECONDS, DEFAULT_MAX_DISTANCE
 from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, reported_errors, stderr
 from pinet.cli.output import Column, OutputFormat, deliver, prepare_output, render_rows
 from pinet.cli.progress import PROGRESS_OPTION, progress_wanted, tracked
-from pinet.cli.score import Provider, _open_scorer, expand_paths
+from pinet.cli.score import Provider, open_scorer, expand_paths
 from pinet.cli.score_video import is_video
 
 BEST_COLUMNS = (Column("group", "burst", "right"), Column("rank", "rank", "right"), Column("pick", "pick"),
@@ -57,7 +57,7 @@ def best(
     for argument in unmatched:
         stderr.print(f"[yellow]warning:[/] {escape(argument)} matched no image files", highlight=False)
     target = prepare_output(output) if output is not None else None
-    scorer = _open_scorer(model, provider, threads)
+    scorer = open_scorer(model, provider, threads)
 
     from pinet.camera.bursts import BEST_FIELDS, burst_rows, group_bursts, sort_out
     from pinet.camera.photos import PhotoScanner

@@ -17,7 +17,7 @@ from pinet.camera import DEFAULT_GAP_SECONDS, DEFAULT_MAX_DISTANCE
 from pinet.cli.common import EXIT_FAILURE, EXIT_USAGE, fail, reported_errors, stderr
 from pinet.cli.output import prepare_output
 from pinet.cli.progress import PROGRESS_OPTION, progress_wanted, tracked
-from pinet.cli.score import Provider, _open_scorer, expand_paths
+from pinet.cli.score import Provider, open_scorer, expand_paths
 from pinet.cli.score_video import is_video
 
 
@@ -72,7 +72,7 @@ def report(
     if not files:
         raise fail(f"no photos to report: {', '.join(inputs)}", EXIT_USAGE)
 
-    scorer = _open_scorer(model, provider, threads)
+    scorer = open_scorer(model, provider, threads)
     card = model_card(scorer.info)
     prep = scorer.preprocessing
     maker = ThumbnailMaker(prep.score_range, prep.higher_is_better)

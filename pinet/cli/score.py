@@ -107,7 +107,7 @@ def render(records: list[dict], output_format: OutputFormat, score_name: str) ->
     return render_rows(records, output_format, RESULT_FIELDS, RESULT_COLUMNS, f"PINet scores ({score_name})")
 
 
-def _open_scorer(model: Path | None, provider: Provider, threads: int | None):
+def open_scorer(model: Path | None, provider: Provider, threads: int | None):
     from pinet_runtime.errors import NoDefaultModelError
     from pinet_runtime.scorer import Scorer
 
@@ -171,7 +171,7 @@ def score(
     sampling = sampling_for(videos, every)
 
     target = prepare_output(output) if output is not None else None
-    scorer = _open_scorer(model, provider, threads)
+    scorer = open_scorer(model, provider, threads)
     # --engine ray: the same model and score_many, run by a Ray actor pool (--ray-output writes and exits here).
     runner = engine_scorer(scorer, files, engine, provider.value, ray_address, workers, threads, batch_size,
                            ray_output, output_format is OutputFormat.csv)
