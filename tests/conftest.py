@@ -56,6 +56,12 @@ def interrupted_runs():
 
 
 @pytest.fixture(scope="session")
+def tiny_synth_set():
+    """A hand-built tiny synth set (manifest + distorted PNGs) for training tests (tests/helpers/tiny_synth_set.py)."""
+    return _helper_module("tiny_synth_set")
+
+
+@pytest.fixture(scope="session")
 def blocked_imports():
     """Run code or the pinet CLI with torch and other packages unimportable (tests/helpers/blocked_imports.py)."""
     return _helper_module("blocked_imports")

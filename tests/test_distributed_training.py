@@ -10,7 +10,6 @@ not compared one by one: Adam turns rounding-level differences of near-zero grad
 lr-sized steps (10% of the summed weight change here, with identical losses).
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -32,14 +31,6 @@ TINY = ["--variant", "pinet_lite0", "--init", "random", "--crop-size", "64", "--
         "--no-progress"]
 
 
-def _tiny_synth_set(photos: list[Path], folder: Path) -> Path:
-    spec = importlib.util.spec_from_file_location("pinet_tests_tiny_synth_set",
-                                                  ROOT / "tests" / "helpers" / "tiny_synth_set.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make(photos, folder)
-
-
 def _pretrain(*args: str) -> list[str]:
     return [sys.executable, "-m", "pinet.cli", "train", "pretrain", *args]
 
@@ -52,12 +43,12 @@ def test_shards_are_disjoint_contiguous_and_cover_the_batch():
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
-def test_pair_batch_shards_make_up_the_single_process_batch(sample_photos, tmp_path):
+def test_pair_batch_shards_make_up_the_single_process_batch(sample_photos, tmp_path, tiny_synth_set):
     """Each process decodes only its shard, with the augmentation draws of the whole batch."""
     from pinet_runtime.preprocess import Preprocessing
     from pinet_training.pairs import PairBatches, PairSampler, read_pair_items
 
-    data = _tiny_synth_set(sample_photos[:4], tmp_path / "synth")
+    data = tiny_synth_set.make(sample_photos[:4], tmp_path / "synth")
     prep = Preprocessing(crop_size=32, resize_short_side=80)
     batches = PairBatches(PairSampler(read_pair_items(data), "train", 0.05), prep, batch_size=5, seed=3)
     for step in (0, 1, 7):
@@ -87,10 +78,10 @@ def _launcher_children(pid: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, sample_photos, interrupted_runs):
+def runs(tmp_path_factory, sample_photos, interrupted_runs, tiny_synth_set):
     """A 1-process run, a 2-process run, and a 2-process run SIGKILLed after its first checkpoint."""
     root = tmp_path_factory.mktemp("distributed")
-    data = _tiny_synth_set(sample_photos[:5], root / "synth")
+    data = tiny_synth_set.make(sample_photos[:5], root / "synth")
     common = ["--data", str(data), *TINY, "--steps", "6", "--checkpoint-every", "1", "--seed", "4"]
     one = subprocess.run(_pretrain(*common, "--out", str(root / "one")), capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
@@ -168,12 +159,12 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_result(runs):
     assert [r["step"] for r in records if r["kind"] == "launch"] == [0, killed_at]
 
 
-def test_batch_smaller_than_the_processes_is_refused_before_launching(sample_photos, tmp_path):
+def test_batch_smaller_than_the_processes_is_refused_before_launching(sample_photos, tmp_path, tiny_synth_set):
     from typer.testing import CliRunner
 
     from pinet.cli.app import app
 
-    data = _tiny_synth_set(sample_photos[:3], tmp_path / "synth")
+    data = tiny_synth_set.make(sample_photos[:3], tmp_path / "synth")
     args = [a if a != "4" else "1" for a in TINY]          # --batch-size 1
     done = CliRunner().invoke(app, ["train", "pretrain", "--data", str(data), *args, "--steps", "1",
                                     "--nproc-per-node", "2", "--out", str(tmp_path / "run")])

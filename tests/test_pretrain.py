@@ -1,6 +1,5 @@
 """Stage-1 pre-training: pair rules, same-window crops, a tiny run that learns, kill + resume = uninterrupted."""
 
-import csv
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from pinet.checkpoint import load_checkpoint, read_header
 from pinet_runtime.preprocess import Preprocessing, normalize
@@ -23,51 +22,8 @@ from pinet_training.pairs import (
     read_pair_items,
 )
 
-COLUMNS = ["file", "reference", "reference_file", "distortion", "distortion_class", "class_index", "level",
-           "seed", "pseudo_score", "split"]
 SMALL = ["--crop-size", "64", "--resize-short-side", "80", "--batch-size", "4", "--workers", "0",
          "--threads", "1", "--warmup-steps", "0", "--no-progress"]
-
-
-# ---------------------------------------------------------------------------------------------
-# A tiny synthetic data folder in the manifest format of `pinet data synth`, built by hand.
-
-def _distort(image: Image.Image, kind: str, level: int, rng: np.random.Generator) -> Image.Image:
-    if kind == "blur":
-        return image.filter(ImageFilter.GaussianBlur(radius=0.8 * level))
-    if kind == "noise":
-        pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 9 * level, (image.height, image.width, 3))
-        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-    factor = 1 - 0.15 * level                                   # darkening
-    return Image.fromarray((np.asarray(image, dtype=np.float32) * factor).astype(np.uint8))
-
-
-def make_tiny_data(photos: list[Path], folder: Path, references: int = 4, val_references: int = 1) -> Path:
-    """References x (blur, noise, darken) x levels 1-2, short side 80; pseudo score falls with the level."""
-    classes = {"blur": 0, "noise": 1, "darken": 4}
-    rows = []
-    rng = np.random.default_rng(0)
-    for r, photo in enumerate(photos[:references]):
-        reference = Image.open(photo).convert("RGB")
-        reference = reference.resize((round(reference.width * 80 / reference.height), 80), Image.Resampling.BICUBIC)
-        ref_name = f"ref{r}"
-        (folder / "references").mkdir(parents=True, exist_ok=True)
-        (folder / "distorted").mkdir(parents=True, exist_ok=True)
-        reference.save(folder / "references" / f"{ref_name}.png")
-        split = "val" if r >= references - val_references else "train"
-        for kind, class_index in classes.items():
-            for level in (1, 2):
-                name = f"distorted/{ref_name}_{kind}_{level}.png"
-                _distort(reference, kind, level, rng).save(folder / name)
-                score = 0.9 - 0.3 * level - 0.05 * class_index / 4
-                rows.append([name, ref_name, f"references/{ref_name}.png", kind,
-                             ["blur", "noise", "compression", "colour", "brightness_contrast", "spatial"][class_index],
-                             class_index, level, 7, f"{score:.4f}", split])
-    with open(folder / "manifest.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
-    return folder
 
 
 @pytest.fixture
@@ -82,8 +38,8 @@ def restore_torch_globals():
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory, sample_photos) -> Path:
-    return make_tiny_data(sample_photos, tmp_path_factory.mktemp("synth"))
+def tiny_data(tmp_path_factory, sample_photos, tiny_synth_set) -> Path:
+    return tiny_synth_set.make(sample_photos[:4], tmp_path_factory.mktemp("synth"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -111,6 +111,14 @@ class Collective:
         torch.distributed.all_gather_object(gathered, list(items))
         return [item for part in gathered for item in part]
 
+    def global_batch_size(self, local: int, skipped: list[str], logger, step: int) -> int:
+        """The batch's size over every process; rank 0 logs each item any process had to skip."""
+        total, skipped_count = self.sum_ints(local, len(skipped))
+        for message in self.gather_strings(skipped) if skipped_count else []:
+            if self.is_main:
+                logger.log({"kind": "skipped", "step": step + 1, "problem": message})
+        return total
+
     def loss_scale(self, local: int, total: int) -> float:
         """Multiplier of a process's mean loss so that averaged gradients are the global mean's."""
         return local * self.world_size / total

@@ -20,14 +20,13 @@ test metrics. Round r uses split seed ``split_seed + r`` and training seed ``see
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from pinet_training.datasets import CsvScale, DatasetError, IQADataset, load_dataset
-from pinet_training.checkpoint_evaluation import DEFAULT_EVAL_BATCH, SPLIT_KEY, TEST_KEY, evaluate_checkpoint, sample_id
+from pinet_training.datasets import DatasetError, IQADataset
+from pinet_training.checkpoint_evaluation import SPLIT_KEY, TEST_KEY, evaluate_checkpoint, sample_id
 from pinet_training.finetune_data import FinetuneBatches, RoundSplit, round_split
 from pinet_training.finetune_model import build_model, recentre_output, resize_choice
 from pinet_training.finetune_report import (
@@ -231,10 +230,7 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
     def step_fn(step: int, batch: dict) -> dict[str, float]:
         # With several processes: this process's shard; counts and messages are the global batch's.
         local = len(batch["targets"])
-        total, skipped = collective.sum_ints(local, len(batch["skipped"]))
-        for message in collective.gather_strings(batch["skipped"]) if skipped else []:
-            if collective.is_main:
-                logger.log({"kind": "skipped", "step": step + 1, "problem": message})
+        total = collective.global_batch_size(local, batch["skipped"], logger, step)
         if not total:
             return {"images": 0}
         keep_frozen_in_eval(prepared.frozen or [])

@@ -253,10 +253,7 @@ def train(prepared: PreparedPretraining, settings: PretrainSettings):
             group["lr"] = lr
         # With several processes: this process's shard; counts and messages are the global batch's.
         local = len(batch["rank"])
-        total, skipped = collective.sum_ints(local, len(batch["skipped"]))
-        for message in collective.gather_strings(batch["skipped"]) if skipped else []:
-            if collective.is_main:
-                logger.log({"kind": "skipped", "step": step + 1, "problem": message})
+        total = collective.global_batch_size(local, batch["skipped"], logger, step)
         if not total:
             return {"lr": lr, "pairs": 0}
         rank = batch["rank"].to(device)
