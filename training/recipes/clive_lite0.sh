@@ -13,13 +13,22 @@ RUNS=${3:-runs/clive}
 #    were val references of the shipped synthetic model too, so nothing used here was trained on them.
 pinet data synth --refs "$PRISTINE" --out "$RUNS/synth" --types-per-ref 6 --max-refs 100 --workers 2
 
-# Shared settings. Init: the shipped synthetic model (stage 1 + stage 2 on pseudo-MOS; the stage-1
-# weights are not kept). CLIVE photos resized to the contract's 384 px short side (as the scorer
+# The init: the synthetic-only model shipped before CLIVE (stage 1 + stage 2 on pseudo-MOS; the
+# stage-1 weights are not kept). pinet/assets/default.safetensors is now the CLIVE-trained model and
+# must NOT be the init: it saw every CLIVE photo, so split figures started from it would be leaked.
+# The synthetic model is restored from git history (commit 8f95b45) and checked by its sha256.
+SYNTH_INIT="$RUNS/synthetic_init.safetensors"
+SYNTH_SHA256=4601bd34a2a818851e323db8a40e8bd2e7390d8d9bb76e6a3c0386849bcd0681
+mkdir -p "$RUNS"
+[ -f "$SYNTH_INIT" ] || git show 8f95b45:pinet/assets/default.safetensors > "$SYNTH_INIT"
+echo "$SYNTH_SHA256  $SYNTH_INIT" | sha256sum --check --quiet
+
+# Shared settings. CLIVE photos resized to the contract's 384 px short side (as the scorer
 # does). --train-head-only: backbone + staircase stay the shipped ones; the branches, their gating
 # and the regressor train on cached representations of the 5 contract crops of every photo (built
 # once, ~8 CPU-min, in $RUNS/feature_cache). Batches: 36 CLIVE + 12 synthetic crops; L1 + fidelity
 # ranking on CLIVE MOS/100, fidelity ranking only within the synthetic part (400 cached train images).
-COMMON=(--dataset clive --root "$CLIVE" --init pinet/assets/default.safetensors --resize-short-side 384
+COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side 384
         --train-head-only --feature-cache "$RUNS/feature_cache"
         --mix-dataset synthetic --mix-root "$RUNS/synth" --mix-per-batch 12 --mix-train-images 400
         --mix-eval-max-images 540 --rank-weight 1 --mix-weight 1
