@@ -13,7 +13,6 @@ pytest.importorskip("onnx")
 
 from PIL import Image, ImageOps  # noqa: E402
 
-from pinet_export.e2e.graph import write_e2e  # noqa: E402
 from pinet_runtime.scorer import Scorer  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "score_e2e.py"
@@ -23,11 +22,7 @@ BLOCKED_OURS = ("pinet", "pinet_runtime", "pinet_export", "pinet_training")
 
 @pytest.fixture(scope="module")
 def models(tiny_onnx, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("example")
-    crops = tiny_onnx.build_tiny_model(folder / "model.onnx")
-    e2e = folder / "model.e2e.onnx"
-    write_e2e(crops, e2e)
-    return crops, e2e
+    return tiny_onnx.build_tiny_e2e_pair(tmp_path_factory.mktemp("example"))
 
 
 def _rotated_copy(photo: Path, out: Path) -> Path:

@@ -37,6 +37,8 @@ def test_the_probe_agrees_with_the_cpu_flags():
     if not info.readable:
         pytest.skip("no readable /proc/cpuinfo on this system")
     if info.is_x86:
+        if not info.has_vnni() and "avx2" not in info.flags:
+            pytest.skip("x86 without AVX2: onnxruntime's SSE kernels widen to int16 first, flags say nothing here")
         # x86 without VNNI: MLAS's AVX2 U8S8 kernel saturates; with VNNI (VPDPBUSD, int32 sums) it is exact.
         assert u8s8_saturates() is (not info.has_vnni()), info.flags_of_interest()
     else:

@@ -14,7 +14,6 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from pinet_export.e2e.graph import write_e2e  # noqa: E402
 from pinet_export.e2e.parity import full_pixels  # noqa: E402
 from pinet_export.ort_format import REQUIRED_OPERATORS, convert_to_ort, required_operators  # noqa: E402
 from pinet_runtime.model_file import read_model_info  # noqa: E402
@@ -25,9 +24,7 @@ from pinet_runtime.scorer import Scorer  # noqa: E402
 @pytest.fixture(scope="module")
 def converted(tiny_onnx, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ort")
-    crops = tiny_onnx.build_tiny_model(folder / "model.onnx")
-    e2e = folder / "model.e2e.onnx"
-    write_e2e(crops, e2e)
+    crops, e2e = tiny_onnx.build_tiny_e2e_pair(folder)
     return crops, e2e, convert_to_ort([crops, e2e], folder)
 
 

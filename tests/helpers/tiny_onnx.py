@@ -68,3 +68,13 @@ def build_tiny_model(path: Path, prep: Preprocessing = TINY_PREPROCESSING, metad
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def build_tiny_e2e_pair(folder: Path) -> tuple[Path, Path]:
+    """The tiny crops model and its end-to-end file (pixels in, score out) in ``folder``."""
+    from pinet_export.e2e.graph import write_e2e
+
+    crops = build_tiny_model(folder / "model.onnx")
+    e2e = folder / "model.e2e.onnx"
+    write_e2e(crops, e2e)
+    return crops, e2e
