@@ -229,11 +229,13 @@ def test_onnx_eval_engine_scores_like_torch(clive_like):
 
 
 @pytest.mark.slow
-def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp_path):
+@pytest.mark.parametrize("level", ["features", "taps"])
+def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp_path, level):
     from dataclasses import replace
 
-    from pinet_training.checkpoint_evaluation import evaluate_checkpoint
+    from pinet_training.checkpoint_evaluation import evaluate_checkpoint, sample_id
     from pinet_training.finetune import run_finetune
+    from pinet_training.head_cache import CacheLayout, head_scores, open_cache
 
     # Init: a tiny stage-2 model after one epoch (so its BatchNorm statistics are real ones).
     run_finetune(_settings(clive_like, synthetic, tmp_path / "init", epochs=1, train_on_all=True), lambda _: None)
@@ -242,29 +244,60 @@ def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp
     assert all(torch.equal(v, load_checkpoint(init, stage=2).model.state_dict()[k]) for k, v in snapshot.items())
     settings = _settings(clive_like, synthetic, tmp_path / "run", init=str(init), variant=None, backbone_init="auto",
                          resize_short_side="72", train_head_only=True, mix_train_images=4,
-                         feature_cache=tmp_path / "cache", epochs=3)
+                         feature_cache=tmp_path / "cache", epochs=3, cache_level=level)
     results, _ = run_finetune(settings, lambda _: None)
+    descriptors = sorted((tmp_path / "cache").glob("*.json"))
+    assert len(descriptors) == 3                               # primary, mix held-out, mix train subset
     files = sorted((tmp_path / "cache").glob("*.npy"))
-    assert len(files) == 3                                     # primary, mix held-out, mix train subset
+    assert len(files) == 3 * (1 if level == "features" else 5)
     stamps = [f.stat().st_mtime_ns for f in files]
     start = load_checkpoint(init, stage=2).model.state_dict()
     best = load_checkpoint(tmp_path / "run" / "best.safetensors", stage=2)
     trained = best.model.state_dict()
-    assert all(torch.equal(trained[k], start[k]) for k in trained if k.startswith(("backbone.", "staircase.")))
+    fixed = ("backbone.", "staircase.") if level == "features" else ("backbone.",)
+    assert all(torch.equal(trained[k], start[k]) for k in trained if k.startswith(fixed))
     assert any(not torch.equal(trained[k], start[k]) for k in trained if k.startswith("quality_branch."))
-    # The cached scores are the full model's on the contract crops (near-constant tiny model: compare scores).
-    from pinet_training.checkpoint_evaluation import sample_id
-    from pinet_training.head_cache import head_scores
-
+    if level == "taps":
+        assert any(not torch.equal(trained[k], start[k]) for k in trained if k.startswith("staircase."))
+    # The cached scores are the full model's on the contract crops (taps are float16: a looser bound).
     dataset = load_dataset("clive", clive_like)
     full = evaluate_checkpoint(tmp_path / "run" / "best.safetensors", dataset, "test", 4, "cpu")
-    primary = max((np.load(f) for f in files), key=len)
+    primary = next(parts for parts in map(open_cache, descriptors) if len(parts[0]) == len(dataset))
+    assert primary[0].shape[:3] == (len(dataset), 2, 5)       # mirrored view (--flip), 5 contract crops
     ids = [sample_id(s, dataset) for s in dataset.samples]
-    cached = head_scores(best.model.eval(), primary[[ids.index(i) for i in full.ids]])
-    assert len(primary) == len(dataset) and np.abs(cached - np.array(full.predictions)).max() < 1e-5
+    cached = head_scores(best.model.eval(), primary, CacheLayout(level), [ids.index(i) for i in full.ids])
+    tolerance = 1e-5 if level == "features" else 2e-3
+    assert np.abs(cached - np.array(full.predictions)).max() < tolerance
     assert np.isfinite(results[0]["test"]["rmse"])
     header = read_header(tmp_path / "run" / "best.safetensors").training
     assert header["info"]["train_head_only"] is True and len(header["info"]["feature_cache"]) == 3
+    assert header["info"]["cache_level"] == level and header["settings"]["cache_level"] == level
     assert header["info"]["datasets"][1]["train_images"] == 4 and header["mix_test"]["n"] == 4
     run_finetune(replace(settings, out_dir=tmp_path / "again"), lambda _: None)          # reuses the cache
     assert [f.stat().st_mtime_ns for f in files] == stamps
+
+
+def test_fresh_head_takes_only_the_backbone_from_the_init(tmp_path):
+    from dataclasses import replace
+
+    from pinet.checkpoint import save_checkpoint
+    from pinet.models import create_model, default_preprocessing
+    from pinet_training.finetune import FinetuneSettings
+    from pinet_training.finetune_model import build_model
+    from pinet_training.finetune_settings import FinetuneError, check_settings
+
+    torch.manual_seed(1)
+    source = create_model("pinet_lite0", stage=2)
+    init = tmp_path / "init.safetensors"
+    save_checkpoint(init, source, default_preprocessing("pinet_lite0"))
+    settings = FinetuneSettings(dataset="clive", root=tmp_path, out_dir=tmp_path / "run", init=str(init),
+                                fresh_head=True)
+    torch.manual_seed(2)
+    model, _, info = build_model(settings)
+    assert info["fresh_head"] is True and "backbone of the init only" in info["note"]
+    built, original = model.state_dict(), source.state_dict()
+    assert all(torch.equal(built[k], original[k]) for k in built if k.startswith("backbone."))
+    above = [k for k in built if not k.startswith("backbone.")]
+    assert above and not any(torch.equal(built[k], original[k]) for k in above)
+    with pytest.raises(FinetuneError, match="--fresh-head"):
+        check_settings(replace(settings, init="none", variant="pinet_lite0"))

@@ -112,10 +112,11 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     if settings.channels_last:
         model.to(memory_format=torch.channels_last)
     from pinet_training.freeze import freeze_backbone_stages
-    from pinet_training.head_training import build_head_cache, freeze_all_but_head
+    from pinet_training.head_cache import CacheLayout
+    from pinet_training.head_training import build_head_cache, freeze_untrained
 
     try:
-        frozen = (freeze_all_but_head(model) if settings.train_head_only
+        frozen = (freeze_untrained(model, CacheLayout(settings.cache_level)) if settings.train_head_only
                   else freeze_backbone_stages(model, settings.freeze_backbone_stages))
     except ValueError as err:
         raise FinetuneError(str(err)) from None
@@ -125,7 +126,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
                                   {"params": head, "lr": settings.lr_head}], weight_decay=settings.weight_decay)
 
     split = primary_split(settings, dataset, round_index)
-    if init_info.get("init_stage") != 2:
+    if init_info.get("init_stage") != 2 or settings.fresh_head:
         # A fresh regressor starts at the mean training score: with an L1 loss, outputs far below
         # every target all get the same gradient sign, which carries no ranking signal.
         start = sum(dataset.samples[i].score for i in split.split.train) / max(len(split.split.train), 1)
@@ -143,8 +144,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
         if mix is not None:
             mix_split = round_split(mix, 0, settings.split_seed, settings.val_fraction)
         if settings.train_head_only:
-            cache = build_head_cache(settings, model, init_info.get("init_sha256", ""), prep, dataset, mix, mix_split,
-                                     threads)
+            cache = build_head_cache(settings, model, prep, dataset, mix, mix_split, threads)
             batches = cache.batches(dataset, split.split.train, mix, settings.batch_size, seed,
                                     settings.images_per_epoch, settings.mix_per_batch)
         else:
@@ -182,15 +182,18 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     if settings.eval_engine != "torch":
         compared["eval_engine"] = settings.eval_engine
     for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last", "train_head_only",
-                "mix_train_images"):
+                "mix_train_images", "fresh_head"):
         if getattr(settings, key):
             compared[key] = getattr(settings, key)
+    if settings.train_head_only:
+        compared["cache_level"] = settings.cache_level
     info = {**init_info, "dataset_root": str(Path(dataset.root).resolve()), "resize": resize_why,
             "device": str(device), "threads": threads, "workers": settings.workers, "epochs": settings.epochs,
             "total_steps": total_steps, "steps_per_epoch": batches.steps_per_epoch, "optimizer": "Adam",
             "eval_batch_size": settings.eval_batch_size, SPLIT_KEY: split_record, "datasets": datasets,
             "frozen_backbone_stages": settings.freeze_backbone_stages, "eval_engine": settings.eval_engine,
-            "channels_last": settings.channels_last, "train_head_only": settings.train_head_only}
+            "channels_last": settings.channels_last, "train_head_only": settings.train_head_only,
+            "cache_level": settings.cache_level if settings.train_head_only else None}
     if collective.enabled:
         info["distributed"] = collective.record(settings.batch_size)
     if cache is not None:
@@ -235,7 +238,7 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
             return {"images": 0}
         keep_frozen_in_eval(prepared.frozen or [])
         if "features" in batch:                       # --train-head-only: cached representations
-            predictions = run.model.forward_head(batch["features"].to(device))
+            predictions = prepared.cache.forward(run.model, [part.to(device) for part in batch["features"]])
         else:
             crops = batch["crops"].to(device)
             if settings.channels_last:
@@ -302,7 +305,7 @@ def finish_round(prepared: PreparedRound, settings: FinetuneSettings) -> dict:
     test_metrics, problems, engine = None, [], settings.eval_engine
     if not settings.train_on_all and prepared.cache is not None:
         test_metrics, engine = prepared.cache.metrics(loaded.model, prepared.dataset, prepared.split.split.test), \
-            "cached representations (onnxruntime FP32 backbone + staircase, torch head)"
+            f"cached {prepared.cache.layout.level} (onnxruntime FP32 of the frozen part, torch above it)"
     elif not settings.train_on_all:
         evaluation = evaluate_checkpoint(run.best_path, prepared.dataset, "test", settings.eval_batch_size,
                                          str(prepared.device), test_ids=split_record["test_ids"],

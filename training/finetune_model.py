@@ -53,7 +53,11 @@ def build_model(settings):
     if settings.variant is not None and settings.variant != config.variant:
         raise FinetuneError(f"--init {path} is a {config.variant} checkpoint but --variant {settings.variant} was asked")
     model = create_model(config, stage=2, init="random")
-    if loaded.header.stage == 1:
+    if settings.fresh_head:
+        # The seeded random staircase, branches and regressor stay; only the backbone comes from --init.
+        model.backbone.load_state_dict(loaded.model.backbone.state_dict(), strict=True)
+        how = "backbone of the init only (--fresh-head): staircase, branches and regressor freshly initialised"
+    elif loaded.header.stage == 1:
         copied = transfer_stage1_to_stage2(loaded.model, model)
         how = f"stage-1 transfer of {len(copied)} shared tensors; regressor freshly initialised"
     else:
@@ -62,7 +66,8 @@ def build_model(settings):
     from pinet.checkpoint import file_sha256
 
     return model, loaded.header.preprocessing, {"init": str(path.resolve()), "init_sha256": file_sha256(path),
-                                                "init_stage": loaded.header.stage, "note": how}
+                                                "init_stage": loaded.header.stage, "note": how,
+                                                "fresh_head": settings.fresh_head}
 
 
 def recentre_output(model, dataset: IQADataset, train: tuple[int, ...], prep, seed: int, device,

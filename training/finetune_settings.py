@@ -61,6 +61,8 @@ class FinetuneSettings:
     channels_last: bool = False            # NHWC tensors in training: ~2x faster depthwise convs on CPU
     train_head_only: bool = False          # backbone + staircase fixed; head trained on cached representations
     feature_cache: Path | None = None      # where --train-head-only keeps them (default OUT/feature_cache)
+    cache_level: str = "features"          # --train-head-only: cache R (staircase fixed) or the taps (it trains)
+    fresh_head: bool = False               # only the backbone from --init; staircase, branches, regressor random
     mix_train_images: int | None = None    # --train-head-only: a fixed subset of the mix set's training images
 
 
@@ -122,7 +124,14 @@ def check_settings(settings: FinetuneSettings) -> None:
     if settings.train_head_only and (settings.freeze_backbone_stages or settings.channels_last):
         raise FinetuneError("--train-head-only already keeps the whole backbone fixed; drop "
                             "--freeze-backbone-stages and --channels-last")
+    if settings.cache_level not in ("features", "taps"):
+        raise FinetuneError(f"--cache-level must be features or taps, got {settings.cache_level!r}")
+    if settings.cache_level != "features" and not settings.train_head_only:
+        raise FinetuneError("--cache-level only applies with --train-head-only")
     if settings.mix_train_images is not None and not settings.train_head_only:
         raise FinetuneError("--mix-train-images only applies with --train-head-only")
+    if settings.fresh_head and settings.init.strip().lower() in ("", "none"):
+        raise FinetuneError("--fresh-head takes the backbone of an --init checkpoint; with --init none every "
+                            "module is fresh already")
     if settings.train_on_all and settings.rounds != 1:
         raise FinetuneError("--train-on-all makes one model from every image: use --rounds 1")

@@ -1,23 +1,30 @@
-"""``--train-head-only``: fine-tune only the score head on cached representations.
+"""``--train-head-only``: fine-tune the part above a frozen trunk on cached representations.
 
-The backbone and the staircase stay exactly as in the init checkpoint; what trains is the
-quality and distortion branches, their cross-gating and the regressor (``PINetStage2.forward_head``).
-Because the frozen part is a fixed function of the crop, the fused 7x7 representation ``R`` of
-every crop the run will ever see is computed ONCE (onnxruntime FP32 of ``forward_features``) and
-kept in ``<cache dir>/<key>.npy``; training steps and validation/test scoring then cost only the
-head (milliseconds), so a 2-core CPU can afford many epochs and many split rounds.
+Two cache levels (``--cache-level``):
 
-Crops: each image's contract crops (``preprocess``: resize, then the fixed centre + corner
-windows). Training draws (image, crop) pairs from them; the score of an image is the mean of the
-head over its crops, i.e. exactly what the full model computes with the contract. The cache key
-is a hash of the init checkpoint, the contract and the image list, so a cache is never reused
-for other weights, another contract or other images.
+- ``features``: backbone and staircase stay exactly as in the init; the cache holds the fused 7x7
+  representation ``R`` of every crop, and the quality/distortion branches, their cross-gating and
+  the regressor train on it (``PINetStage2.forward_head``).
+- ``taps``: only the backbone stays fixed; the cache holds its five taps f1..f5 (float16, ~4.4 MB
+  per Lite0 image with mirrored crops) and the staircase trains too. The multi-scale fusion is
+  where a frozen ImageNet backbone's low-level detail reaches the score, so this level learns
+  human quality far better than ``features`` (docs/experiments.md).
+
+Because the frozen part is a fixed function of the crop, it runs ONCE per image (onnxruntime FP32)
+and training steps then cost only the trained part, so a 2-core CPU can afford many epochs and
+split rounds. Crops: each image's contract crops (``preprocess``: resize, then the fixed centre +
+corner windows) and, with ``--flip`` (the default), their mirror images as a second view. Training
+draws (image, view, crop); an image's score is the mean over its contract crops (view 0), i.e.
+exactly what the full model computes with the contract. The cache key hashes the frozen tensors,
+the level, the views, the pixel contract and the image list, so a cache is never reused for other
+weights, another contract or other images.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -28,8 +35,46 @@ from pinet_runtime.files import atomic_path, write_text_atomic
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, preprocess
 from pinet_training.seeding import step_rng
 
-
 SCORE_FIELDS = ("score_name", "score_range", "higher_is_better")     # do not change a crop's pixels
+LEVELS = ("features", "taps")
+
+
+class CacheError(PinetError):
+    """An image of the cache could not be read, or a cache file is unusable (the message names it)."""
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """What is cached: ``level`` (features | taps) and whether mirrored crops are a second view."""
+
+    level: str = "features"
+    mirrored: bool = False
+
+    def __post_init__(self):
+        if self.level not in LEVELS:
+            raise ValueError(f"cache level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+
+    @property
+    def frozen_prefixes(self) -> tuple[str, ...]:
+        return ("backbone.", "staircase.") if self.level == "features" else ("backbone.",)
+
+    @property
+    def trained_modules(self) -> tuple[str, ...]:
+        head = ("quality_branch", "distortion_branch", "regressor")
+        return head if self.level == "features" else ("staircase", *head)
+
+    @property
+    def dtype(self):
+        # Taps are ~30x larger than R; float16 keeps a CLIVE-sized cache in memory (scores move < 1e-3).
+        return np.float16 if self.level == "taps" else np.float32
+
+    @property
+    def views(self) -> int:
+        return 2 if self.mirrored else 1
+
+    def forward(self, model, parts):
+        """Scores of cached crops (a tuple of tensors, one per cached array)."""
+        return model.forward_head(parts[0] if self.level == "features" else model.staircase(tuple(parts)))
 
 
 def fixed_subset(indices: Sequence[int], count: int | None, stream: int) -> tuple[int, ...]:
@@ -40,13 +85,21 @@ def fixed_subset(indices: Sequence[int], count: int | None, stream: int) -> tupl
     return tuple(indices[i] for i in sorted(chosen))
 
 
-class CacheError(PinetError):
-    """An image of the cache could not be read (the message names it)."""
-
-
-def cache_key(init_sha256: str, prep: Preprocessing, paths: Sequence[Path]) -> str:
+def frozen_digest(model, layout: CacheLayout) -> str:
+    """sha256 of the frozen tensors (names, shapes, values): the part whose outputs are cached."""
     digest = hashlib.sha256()
-    digest.update(init_sha256.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(layout.frozen_prefixes):
+            value = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}{tuple(value.shape)}{value.dtype}".encode())
+            digest.update(value.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(frozen_sha256: str, layout: CacheLayout, prep: Preprocessing, paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    digest.update(frozen_sha256.encode())
+    digest.update(f"{layout.level}/{layout.views}".encode())
     pixels = {k: v for k, v in json.loads(prep.to_json()).items() if k not in SCORE_FIELDS}
     digest.update(json.dumps(pixels, sort_keys=True).encode())
     for path in paths:
@@ -54,124 +107,157 @@ def cache_key(init_sha256: str, prep: Preprocessing, paths: Sequence[Path]) -> s
     return digest.hexdigest()[:24]
 
 
-class FeaturePart:
-    """The frozen part (backbone + staircase) as a module for export."""
-
-    def __new__(cls, model):
-        import torch
-
-        class _Features(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, x):
-                return self.inner.forward_features(x)
-
-        return _Features(model)
-
-
-def compute_features(model, paths: Sequence[Path], prep: Preprocessing, threads: int | None,
-                     batch_images: int = 8, say=None) -> np.ndarray:
-    """R of every contract crop of every image: float32 [N, crops, C, 7, 7]."""
+def frozen_module(model, layout: CacheLayout):
+    """The frozen part as a module with one output per cached array (R, or f1..f5)."""
     import torch
 
+    class _Frozen(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            if layout.level == "features":
+                return (self.inner.forward_features(x),)
+            return tuple(self.inner.forward_taps(x))
+
+    return _Frozen(model)
+
+
+def compute_parts(model, paths: Sequence[Path], prep: Preprocessing, layout: CacheLayout, threads: int | None,
+                  say=None) -> list[np.ndarray]:
+    """The cached arrays, each [N, views, crops, C, H, W] in ``layout.dtype``."""
     from pinet_training.onnx_eval import OnnxScorer
 
-    scorer = OnnxScorer(FeaturePart(model).eval(), threads)
-    out = None
-    for start in range(0, len(paths), batch_images):
-        chunk = paths[start:start + batch_images]
-        crops = []
-        for path in chunk:
-            try:
-                crops.append(preprocess(path, prep))
-            except (ImageDecodeError, ValueError) as err:
-                raise CacheError(f"{path}: {err}") from None
-        per_image = crops[0].shape[0]
-        features = scorer(torch.from_numpy(np.concatenate(crops))).numpy()
-        if out is None:
-            out = np.empty((len(paths), per_image, *features.shape[1:]), dtype=np.float32)
-        out[start:start + len(chunk)] = features.reshape(len(chunk), per_image, *features.shape[1:])
-        if say is not None and (start // batch_images) % 25 == 0:
-            say(f"feature cache: {start + len(chunk)}/{len(paths)} images")
-    return out
+    count = 1 if layout.level == "features" else len(model.config.tap_channels)
+    scorer = OnnxScorer(frozen_module(model, layout).eval(), threads, [f"part{i}" for i in range(count)])
+    arrays = None
+    for index, path in enumerate(paths):
+        try:
+            crops = preprocess(path, prep)
+        except (ImageDecodeError, ValueError) as err:
+            raise CacheError(f"{path}: {err}") from None
+        views = [crops] if not layout.mirrored else [crops, crops[..., ::-1]]
+        outputs = scorer.run(np.concatenate(views))
+        if arrays is None:
+            arrays = [np.empty((len(paths), layout.views, crops.shape[0], *o.shape[1:]), layout.dtype)
+                      for o in outputs]
+        for array, output in zip(arrays, outputs):
+            array[index] = output.reshape(layout.views, crops.shape[0], *output.shape[1:])
+        if say is not None and index % 200 == 0:
+            say(f"feature cache: {index + 1}/{len(paths)} images")
+    return arrays
 
 
-def cached_features(cache_dir: Path, init_sha256: str, model, paths: Sequence[Path], prep: Preprocessing,
-                    threads: int | None, say=None) -> tuple[np.ndarray, Path]:
-    """Load ``<cache_dir>/<key>.npy`` or compute and store it (atomically); returns (features, file)."""
+def open_cache(descriptor: Path) -> tuple[np.ndarray, ...]:
+    """The arrays a cache descriptor (``<key>.json``) lists, memory-mapped."""
+    descriptor = Path(descriptor)
+    try:
+        record = json.loads(descriptor.read_text())
+        return tuple(np.load(descriptor.parent / name, mmap_mode="r") for name in record["arrays"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CacheError(f"{descriptor}: not a readable feature cache ({err})") from None
+
+
+def cached_parts(cache_dir: Path, model, paths: Sequence[Path], prep: Preprocessing, layout: CacheLayout,
+                 threads: int | None, say=None) -> tuple[tuple[np.ndarray, ...], Path]:
+    """Load ``<cache_dir>/<key>.json``'s arrays or compute and store them (atomically, descriptor last)."""
     cache_dir = Path(cache_dir)
-    key = cache_key(init_sha256, prep, paths)
-    target = cache_dir / f"{key}.npy"
-    if target.is_file():
-        return np.load(target, mmap_mode="r"), target
-    features = compute_features(model, list(paths), prep, threads, say=say)
-    with atomic_path(target) as temporary, open(temporary, "wb") as stream:
-        np.save(stream, features)  # a file object: np.save would append .npy to a path
-    write_text_atomic(cache_dir / f"{key}.json", json.dumps({"init_sha256": init_sha256, "images": len(paths),
-                                                             "shape": list(features.shape),
-                                                             "first": str(paths[0]) if paths else None}))
-    return features, target
+    frozen = frozen_digest(model, layout)
+    key = cache_key(frozen, layout, prep, paths)
+    descriptor = cache_dir / f"{key}.json"
+    if descriptor.is_file():
+        return open_cache(descriptor), descriptor
+    arrays = compute_parts(model, list(paths), prep, layout, threads, say=say)
+    names = [f"{key}.npy"] if len(arrays) == 1 else [f"{key}.f{i + 1}.npy" for i in range(len(arrays))]
+    for name, array in zip(names, arrays):
+        with atomic_path(cache_dir / name) as temporary, open(temporary, "wb") as stream:
+            np.save(stream, array)  # a file object: np.save would append .npy to a path
+    write_text_atomic(descriptor, json.dumps({"frozen_sha256": frozen, "level": layout.level, "views": layout.views,
+                                              "images": len(paths), "arrays": names,
+                                              "shapes": [list(a.shape) for a in arrays],
+                                              "first": str(paths[0]) if paths else None}))
+    return open_cache(descriptor), descriptor
 
 
 class CachedBatches:
-    """``make_batch(step)``: R of (image, crop) draws for one step; a pure function of (seed, step).
+    """``make_batch(step)``: cached crops of (image, view, crop) draws; a pure function of (seed, step).
 
-    ``primary``: features of the primary training images [n, crops, ...] and their targets;
-    ``mix`` (optional): the same for the mix set, ``mix_per_batch`` draws per step."""
+    ``parts``/``rows``: the cached arrays and the rows of the primary training images, with their
+    ``targets``; ``mix_parts``/``mix_rows`` (optional): the same for the mix set, ``mix_per_batch``
+    draws per step."""
 
     STREAM_ORDER, STREAM_CROP = 21, 22
 
-    def __init__(self, features: np.ndarray, targets: np.ndarray, batch_size: int, seed: int,
-                 images_per_epoch: int | None, mix_features: np.ndarray | None = None,
-                 mix_targets: np.ndarray | None = None, mix_per_batch: int = 0):
-        if len(features) == 0:
+    def __init__(self, parts: tuple[np.ndarray, ...], rows: Sequence[int], targets: np.ndarray, batch_size: int,
+                 seed: int, images_per_epoch: int | None, mix_parts: tuple[np.ndarray, ...] | None = None,
+                 mix_rows: Sequence[int] = (), mix_targets: np.ndarray | None = None, mix_per_batch: int = 0):
+        if len(rows) == 0:
             raise ValueError("the training split is empty")
-        self.features, self.targets = features, np.asarray(targets, dtype=np.float32)
-        self.mix_features = mix_features
+        self.parts, self.rows = parts, np.asarray(rows, dtype=np.int64)
+        self.targets = np.asarray(targets, dtype=np.float32)
+        self.mix_parts, self.mix_rows = mix_parts, np.asarray(mix_rows, dtype=np.int64)
         self.mix_targets = None if mix_targets is None else np.asarray(mix_targets, dtype=np.float32)
-        self.mix_per_batch = mix_per_batch if mix_features is not None else 0
+        self.mix_per_batch = mix_per_batch if mix_parts is not None else 0
         self.batch_size = batch_size - self.mix_per_batch
         self.seed = seed
-        self.entries_per_epoch = min(len(features), images_per_epoch or len(features))
+        self.entries_per_epoch = min(len(rows), images_per_epoch or len(rows))
         self.steps_per_epoch = -(-self.entries_per_epoch // self.batch_size)
 
-    def _draw(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _take(parts, rows, views, crops) -> list[np.ndarray]:
+        order = np.argsort(rows, kind="stable")      # sorted row reads are much faster on a memory map
+        picked = [np.asarray(p[rows[order], views[order], crops[order]], dtype=np.float32) for p in parts]
+        back = np.argsort(order, kind="stable")
+        return [p[back] for p in picked]
+
+    def _draw(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         epoch, within = divmod(step, self.steps_per_epoch)
-        order = step_rng(self.seed, epoch, self.STREAM_ORDER).permutation(len(self.features))[:self.entries_per_epoch]
+        order = step_rng(self.seed, epoch, self.STREAM_ORDER).permutation(len(self.rows))[:self.entries_per_epoch]
         images = order[within * self.batch_size:(within + 1) * self.batch_size]
-        crops = step_rng(self.seed, step, self.STREAM_CROP).integers(0, self.features.shape[1], len(images))
-        return images, crops
+        rng = step_rng(self.seed, step, self.STREAM_CROP)
+        crops = rng.integers(0, self.parts[0].shape[2], len(images))
+        views = rng.integers(0, self.parts[0].shape[1], len(images)) if self.parts[0].shape[1] > 1 \
+            else np.zeros(len(images), np.int64)
+        return images, views, crops
 
     def __call__(self, step: int) -> dict:
         import torch
 
-        images, crops = self._draw(step)
-        parts = [np.asarray(self.features[images, crops])]
+        images, views, crops = self._draw(step)
+        parts = self._take(self.parts, self.rows[images], views, crops)
         targets = [self.targets[images]]
         source = [np.zeros(len(images), np.int64)]
         if self.mix_per_batch:
             rng = step_rng(self.seed, step, self.STREAM_CROP + 100)
-            mix_images = rng.integers(0, len(self.mix_features), self.mix_per_batch)
-            mix_crops = rng.integers(0, self.mix_features.shape[1], self.mix_per_batch)
-            parts.append(np.asarray(self.mix_features[mix_images, mix_crops]))
-            targets.append(self.mix_targets[mix_images])
+            picks = rng.integers(0, len(self.mix_rows), self.mix_per_batch)
+            mix_crops = rng.integers(0, self.mix_parts[0].shape[2], self.mix_per_batch)
+            mix_views = rng.integers(0, self.mix_parts[0].shape[1], self.mix_per_batch)
+            mixed = self._take(self.mix_parts, self.mix_rows[picks], mix_views, mix_crops)
+            parts = [np.concatenate([a, b]) for a, b in zip(parts, mixed)]
+            targets.append(self.mix_targets[picks])
             source.append(np.ones(self.mix_per_batch, np.int64))
-        return {"features": torch.from_numpy(np.concatenate(parts).astype(np.float32)),
+        return {"features": tuple(torch.from_numpy(p) for p in parts),
                 "targets": torch.from_numpy(np.concatenate(targets)), "source": torch.from_numpy(np.concatenate(source)),
                 "skipped": []}
 
 
-def head_scores(model, features: np.ndarray, batch_images: int = 64) -> np.ndarray:
-    """Mean head output over each image's cached crops (the contract's image score), float64 [N]."""
+def head_scores(model, parts: tuple[np.ndarray, ...], layout: CacheLayout, rows: Sequence[int] | None = None,
+                batch_images: int = 16) -> np.ndarray:
+    """Mean output over each image's contract crops (view 0) from the cache: the contract's image score."""
     import torch
 
-    scores = np.empty(len(features), dtype=np.float64)
+    rows = np.arange(len(parts[0])) if rows is None else np.asarray(rows, dtype=np.int64)
+    scores = np.empty(len(rows), dtype=np.float64)
     with torch.no_grad():
-        for start in range(0, len(features), batch_images):
-            chunk = np.array(features[start:start + batch_images], dtype=np.float32)
-            flat = torch.from_numpy(chunk.reshape(-1, *chunk.shape[2:]))
-            out = model.forward_head(flat).double().numpy().reshape(len(chunk), chunk.shape[1])
+        for start in range(0, len(rows), batch_images):
+            chunk = rows[start:start + batch_images]
+            order = np.argsort(chunk, kind="stable")
+            tensors = []
+            for part in parts:
+                block = np.asarray(part[chunk[order], 0], dtype=np.float32)[np.argsort(order, kind="stable")]
+                tensors.append(torch.from_numpy(block.reshape(-1, *block.shape[2:])))
+            crops = parts[0].shape[2]
+            out = layout.forward(model, tensors).double().numpy().reshape(len(chunk), crops)
             scores[start:start + len(chunk)] = out.mean(axis=1)
     return scores

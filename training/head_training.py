@@ -11,18 +11,17 @@ import numpy as np
 
 from pinet_training.datasets import IQADataset
 from pinet_training.checkpoint_evaluation import finite_quality_metrics
-from pinet_training.head_cache import CachedBatches, cached_features, fixed_subset, head_scores
+from pinet_training.head_cache import CacheLayout, CachedBatches, cached_parts, fixed_subset, head_scores
 
-HEAD_MODULES = ("quality_branch", "distortion_branch", "regressor")
 STREAM_MIX_TRAIN = 23            # step_rng stream of the --mix-train-images subset
 STREAM_MIX_HELDOUT = 7           # the same draw as finetune_report.mix_heldout_metrics
 
 
-def freeze_all_but_head(model) -> list:
-    """requires_grad only for the branches and the regressor; returns the frozen modules (eval mode)."""
+def freeze_untrained(model, layout: CacheLayout) -> list:
+    """requires_grad only for the modules the layout trains; returns the frozen modules (eval mode)."""
     frozen = []
     for name, module in model.named_children():
-        if name not in HEAD_MODULES:
+        if name not in layout.trained_modules:
             for parameter in module.parameters():
                 parameter.requires_grad_(False)
             module.eval()
@@ -32,46 +31,52 @@ def freeze_all_but_head(model) -> list:
 
 @dataclass
 class HeadCache:
-    primary: np.ndarray                 # [len(dataset), crops, C, 7, 7]
+    layout: CacheLayout
+    primary: tuple[np.ndarray, ...]     # each [len(dataset), views, crops, C, H, W]
     mix_train: tuple[int, ...] = ()     # indices into the mix dataset
-    mix_train_features: np.ndarray | None = None
+    mix_train_parts: tuple[np.ndarray, ...] | None = None
     mix_heldout: tuple[int, ...] = ()
-    mix_heldout_features: np.ndarray | None = None
-    files: tuple[str, ...] = ()
+    mix_heldout_parts: tuple[np.ndarray, ...] | None = None
+    files: tuple[str, ...] = ()         # the cache descriptors (<key>.json) of primary, mix held-out, mix train
+
+    def forward(self, model, parts):
+        return self.layout.forward(model, parts)
 
     def batches(self, dataset: IQADataset, train, mix: IQADataset | None, batch_size: int, seed: int,
                 images_per_epoch: int | None, mix_per_batch: int) -> CachedBatches:
         targets = np.array([dataset.samples[i].score for i in train])
-        mix_targets = None if mix is None else np.array([mix.samples[i].score for i in self.mix_train])
-        return CachedBatches(self.primary[list(train)], targets, batch_size, seed, images_per_epoch,
-                             self.mix_train_features, mix_targets, mix_per_batch if mix is not None else 0)
+        if mix is None:
+            return CachedBatches(self.primary, list(train), targets, batch_size, seed, images_per_epoch)
+        mix_targets = np.array([mix.samples[i].score for i in self.mix_train])
+        return CachedBatches(self.primary, list(train), targets, batch_size, seed, images_per_epoch,
+                             self.mix_train_parts, range(len(self.mix_train)), mix_targets, mix_per_batch)
 
     def metrics(self, model, dataset: IQADataset, indices) -> dict:
         """SRCC/KRCC/PLCC/RMSE of the images ``indices`` (contract crops, from the cache)."""
         indices = list(indices)
-        scores = head_scores(model, self.primary[indices])
+        scores = head_scores(model, self.primary, self.layout, indices)
         return finite_quality_metrics(scores, np.array([dataset.samples[i].score for i in indices]))
 
     def mix_metrics(self, model, mix: IQADataset) -> dict:
-        scores = head_scores(model, self.mix_heldout_features)
+        scores = head_scores(model, self.mix_heldout_parts, self.layout)
         return finite_quality_metrics(scores, np.array([mix.samples[i].score for i in self.mix_heldout]))
 
 
-def build_head_cache(settings, model, init_sha256: str, prep, dataset: IQADataset, mix: IQADataset | None,
-                     mix_split, threads: int | None, say=None) -> HeadCache:
+def build_head_cache(settings, model, prep, dataset: IQADataset, mix: IQADataset | None, mix_split,
+                     threads: int | None, say=None) -> HeadCache:
     """Load or compute every representation the round needs (the first round pays, later ones reuse)."""
-    if not init_sha256:
-        raise ValueError("--train-head-only needs an --init checkpoint (its backbone and staircase stay fixed)")
+    layout = CacheLayout(settings.cache_level, mirrored=settings.flip)
     cache_dir = Path(settings.feature_cache) if settings.feature_cache else Path(settings.out_dir) / "feature_cache"
-    primary, first = cached_features(cache_dir, init_sha256, model, [s.path for s in dataset.samples], prep,
-                                     threads, say)
-    cache = HeadCache(primary=primary, files=(str(first),))
+    primary, first = cached_parts(cache_dir, model, [s.path for s in dataset.samples], prep, layout, threads, say)
+    cache = HeadCache(layout=layout, primary=primary, files=(str(first),))
     if mix is not None:
         cache.mix_train = fixed_subset(mix_split.split.train, settings.mix_train_images, STREAM_MIX_TRAIN)
         cache.mix_heldout = fixed_subset(mix_split.split.test, settings.mix_eval_max_images, STREAM_MIX_HELDOUT)
-        cache.mix_heldout_features, held = cached_features(
-            cache_dir, init_sha256, model, [mix.samples[i].path for i in cache.mix_heldout], prep, threads, say)
-        cache.mix_train_features, trained = cached_features(
-            cache_dir, init_sha256, model, [mix.samples[i].path for i in cache.mix_train], prep, threads, say)
+        # Held-out images are only scored (contract crops): no mirrored view.
+        cache.mix_heldout_parts, held = cached_parts(
+            cache_dir, model, [mix.samples[i].path for i in cache.mix_heldout], prep,
+            CacheLayout(layout.level, mirrored=False), threads, say)
+        cache.mix_train_parts, trained = cached_parts(
+            cache_dir, model, [mix.samples[i].path for i in cache.mix_train], prep, layout, threads, say)
         cache.files += (str(held), str(trained))
     return cache

@@ -20,7 +20,7 @@ ENGINES = ("torch", "onnx")
 class OnnxScorer:
     """``scorer(crops)`` -> torch tensor of scores, computed by onnxruntime on the CPU."""
 
-    def __init__(self, model, threads: int | None = None):
+    def __init__(self, model, threads: int | None = None, output_names: tuple[str, ...] | list[str] = ("scores",)):
         import onnxruntime
         import torch
 
@@ -30,20 +30,25 @@ class OnnxScorer:
         buffer = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["crops"], output_names=["scores"],
-                              dynamic_axes={"crops": {0: "n", 2: "h", 3: "w"}, "scores": {0: "n"}}, opset_version=17)
+            torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=["crops"],
+                              output_names=list(output_names), opset_version=17,
+                              dynamic_axes={"crops": {0: "n", 2: "h", 3: "w"}, **{n: {0: "n"} for n in output_names}})
         model.train(was_training)
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, crops):
+    def run(self, crops) -> list:
+        """Every output (numpy arrays) for a numpy batch of crops."""
         import numpy as np
+
+        return self.session.run(None, {"crops": np.ascontiguousarray(crops, dtype=np.float32)})
+
+    def __call__(self, crops):
         import torch
 
-        array = np.ascontiguousarray(crops.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(None, {"crops": array})[0])
+        return torch.from_numpy(self.run(crops.detach().cpu().numpy())[0])
 
 
 def scoring_model(model, engine: str, threads: int | None = None):

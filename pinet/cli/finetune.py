@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pinet.cli.choices import BackboneInit, DatasetName, Device, EvalEngine, Loss
+from pinet.cli.choices import BackboneInit, CacheLevel, DatasetName, Device, EvalEngine, Loss
 from pinet.cli.nproc import NPROC_OPTION, run_in_processes
 from pinet.cli.common import (
     CHECKPOINT_EVERY_OPTION, EXIT_USAGE, PROGRESS_OPTION, THREADS_OPTION, WORKERS_OPTION, device_option,
@@ -81,6 +81,11 @@ def finetune(
                                          "contract crops (fast on CPU; see docs/experiments.md)"),
     feature_cache: Optional[Path] = typer.Option(None, "--feature-cache", help="--train-head-only: cache folder "
                                                  "(default OUT/feature_cache; share it between runs)"),
+    cache_level: CacheLevel = typer.Option(CacheLevel.features, "--cache-level", help="--train-head-only: features "
+                                           "(backbone + staircase fixed) or taps (only the backbone fixed; the "
+                                           "staircase trains too; float16, ~4 MB per image)"),
+    fresh_head: bool = typer.Option(False, "--fresh-head", help="Take only the backbone from --init; staircase, "
+                                    "branches and regressor start from seeded random weights"),
     mix_train_images: Optional[int] = typer.Option(None, "--mix-train-images", min=1, help="--train-head-only: "
                                                    "cache a fixed subset of this many mix training images"),
     train_on_all: bool = typer.Option(False, "--train-on-all", help="No split: train on every image for --epochs "
@@ -134,6 +139,7 @@ def finetune(
         rank_weight=rank_weight, mix_eval_max_images=mix_eval_max_images,
         freeze_backbone_stages=freeze_backbone_stages, train_on_all=train_on_all, eval_engine=eval_engine.value,
         channels_last=channels_last, train_head_only=train_head_only, feature_cache=feature_cache,
+        cache_level=cache_level.value, fresh_head=fresh_head,
         mix_train_images=mix_train_images, nproc_per_node=nproc_per_node)
     run_in_processes(nproc_per_node, run_finetuning, settings)
 

@@ -25,17 +25,18 @@ def cache_of(checkpoint: Path):
     from pinet.checkpoint import load_checkpoint
     from pinet_training.datasets import load_dataset
     from pinet_training.finetune_data import round_split
-    from pinet_training.head_cache import fixed_subset
+    from pinet_training.head_cache import CacheLayout, fixed_subset, open_cache
     from pinet_training.head_training import HeadCache, STREAM_MIX_HELDOUT
 
     loaded = load_checkpoint(checkpoint, stage=2)
     info = loaded.header.training["info"]
     primary, mix = info["datasets"]
-    files = [np.load(f, mmap_mode="r") for f in info["feature_cache"]]
+    files = info["feature_cache"]
     dataset = load_dataset(primary["name"], primary["root"])
     mix_set = load_dataset(mix["name"], mix["root"])
     heldout = fixed_subset(round_split(mix_set, 0, 0, 0.15).split.test, mix["heldout_images"], STREAM_MIX_HELDOUT)
-    cache = HeadCache(primary=files[0], mix_heldout=heldout, mix_heldout_features=files[1])
+    cache = HeadCache(layout=CacheLayout(info.get("cache_level") or "features"), primary=open_cache(files[0]),
+                      mix_heldout=heldout, mix_heldout_parts=open_cache(files[1]))
     return loaded, dataset, mix_set, cache
 
 
