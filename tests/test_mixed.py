@@ -301,3 +301,46 @@ def test_fresh_head_takes_only_the_backbone_from_the_init(tmp_path):
     assert above and not any(torch.equal(built[k], original[k]) for k in above)
     with pytest.raises(FinetuneError, match="--fresh-head"):
         check_settings(replace(settings, init="none", variant="pinet_lite0"))
+
+
+def test_within_group_ranking_ignores_pairs_across_groups():
+    from pinet_training.mixed import RANK_TEMPERATURE, fidelity_ranking_loss
+
+    predictions = torch.tensor([0.9, 0.1, 0.2, 0.8])
+    targets = torch.tensor([0.9, 0.2, 0.3, 0.7])      # group 0 ordered right, group 1 ordered wrong
+    groups = torch.tensor([0, 0, 1, 1])
+
+    def fidelity(p_hat):   # target order says "first is better": p = 1 (the loss adds 1e-8 under each root)
+        return 1 - np.sqrt(p_hat + 1e-8) - np.sqrt(1e-8)
+
+    right = fidelity(1 / (1 + np.exp(-(0.9 - 0.1) / RANK_TEMPERATURE)))
+    wrong = fidelity(1 / (1 + np.exp(-(0.8 - 0.2) / RANK_TEMPERATURE)))
+    # pair (2, 3): target 0.3 < 0.7 so p = 0 and the loss is 1 - sqrt(1 - p_hat(0.2 - 0.8)) = fidelity of 0.8 over 0.2
+    expected = (right + wrong) / 2
+    got = float(fidelity_ranking_loss(predictions, targets, 0.0, groups))
+    assert abs(got - expected) < 1e-5
+    assert float(fidelity_ranking_loss(predictions, targets)) != pytest.approx(expected)   # 6 pairs without groups
+    assert fidelity_ranking_loss(predictions, targets, 0.0, torch.tensor([0, 1, 2, 3])) is None
+
+
+def test_cached_mix_draws_come_in_groups_of_one_reference():
+    from pinet_training.head_cache import MIX_GROUP, CachedBatches
+
+    rng = np.random.default_rng(0)
+    primary = (rng.normal(size=(10, 2, 5, 1)).astype(np.float16),)
+    mix = (np.arange(12 * 2 * 5, dtype=np.float16).reshape(12, 2, 5, 1),)   # value encodes (image, view, crop)
+    references = [f"ref{i // 4}" for i in range(12)]                           # 3 references x 4 images
+    batches = CachedBatches(primary, range(10), np.linspace(0, 1, 10), 10, 3, None, mix, range(12),
+                            np.linspace(0, 1, 12), 6, references)
+    for step in range(5):
+        batch = batches(step)
+        assert torch.equal(batch["features"][0], batches(step)["features"][0])             # pure function of step
+        group, mixed = batch["group"].numpy(), batch["source"].numpy() == 1
+        assert mixed.sum() == 6 and (group[~mixed] == -1).all()
+        values = batch["features"][0][mixed, 0].numpy().astype(int)
+        image, view, crop = values // 10, values % 10 // 5, values % 5
+        for g in set(group[mixed]):
+            members = group[mixed] == g
+            assert members.sum() <= MIX_GROUP and len(set(image[members] // 4)) == 1      # one reference
+            assert len(set(view[members])) == 1 and len(set(crop[members])) == 1        # same window
+            assert len(set(image[members])) == members.sum()                            # distinct images

@@ -146,7 +146,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
         if settings.train_head_only:
             cache = build_head_cache(settings, model, prep, dataset, mix, mix_split, threads)
             batches = cache.batches(dataset, split.split.train, mix, settings.batch_size, seed,
-                                    settings.images_per_epoch, settings.mix_per_batch)
+                                    settings.images_per_epoch, settings.mix_per_batch, settings.mix_pairs)
         else:
             batches = FinetuneBatches(dataset, split.split.train, prep, settings.batch_size - settings.mix_per_batch,
                                       settings.crops_per_image, settings.flip, seed, settings.images_per_epoch)
@@ -185,6 +185,8 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
                 "mix_train_images", "fresh_head"):
         if getattr(settings, key):
             compared[key] = getattr(settings, key)
+    if settings.mix_pairs != "any":
+        compared["mix_pairs"] = settings.mix_pairs
     if settings.train_head_only:
         compared["cache_level"] = settings.cache_level
     info = {**init_info, "dataset_root": str(Path(dataset.root).resolve()), "resize": resize_why,
@@ -246,8 +248,9 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
             predictions = run.model(crops)
         targets = batch["targets"].to(device)
         source = batch.get("source", torch.zeros(len(targets), dtype=torch.int64)).to(device)
+        groups = batch["group"].to(device) if "group" in batch else None
         if not collective.enabled:
-            loss, parts = mixed_loss(predictions, targets, source, weights)
+            loss, parts = mixed_loss(predictions, targets, source, weights, groups)
             if loss is None:
                 return {"images": len(targets), **parts}
             run.optimizer.zero_grad(set_to_none=True)

@@ -62,6 +62,7 @@ class FinetuneSettings:
     train_head_only: bool = False          # backbone + staircase fixed; head trained on cached representations
     feature_cache: Path | None = None      # where --train-head-only keeps them (default OUT/feature_cache)
     cache_level: str = "features"          # --train-head-only: cache R (staircase fixed) or the taps (it trains)
+    mix_pairs: str = "any"                 # any | within-reference: which mix pairs the ranking loss compares
     fresh_head: bool = False               # only the backbone from --init; staircase, branches, regressor random
     mix_train_images: int | None = None    # --train-head-only: a fixed subset of the mix set's training images
 
@@ -130,6 +131,11 @@ def check_settings(settings: FinetuneSettings) -> None:
         raise FinetuneError("--cache-level only applies with --train-head-only")
     if settings.mix_train_images is not None and not settings.train_head_only:
         raise FinetuneError("--mix-train-images only applies with --train-head-only")
+    if settings.mix_pairs not in ("any", "within-reference"):
+        raise FinetuneError(f"--mix-pairs must be any or within-reference, got {settings.mix_pairs!r}")
+    if settings.mix_pairs != "any" and not (settings.train_head_only and settings.mix_dataset):
+        raise FinetuneError("--mix-pairs within-reference needs --mix-dataset and --train-head-only (the "
+                            "cached path draws a reference's images together)")
     if settings.fresh_head and settings.init.strip().lower() in ("", "none"):
         raise FinetuneError("--fresh-head takes the backbone of an --init checkpoint; with --init none every "
                             "module is fresh already")

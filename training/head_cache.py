@@ -37,6 +37,7 @@ from pinet_training.seeding import step_rng
 
 SCORE_FIELDS = ("score_name", "score_range", "higher_is_better")     # do not change a crop's pixels
 LEVELS = ("features", "taps")
+MIX_GROUP = 3                  # mix images drawn together from one group (--mix-pairs within-reference)
 
 
 class CacheError(PinetError):
@@ -191,7 +192,8 @@ class CachedBatches:
 
     def __init__(self, parts: tuple[np.ndarray, ...], rows: Sequence[int], targets: np.ndarray, batch_size: int,
                  seed: int, images_per_epoch: int | None, mix_parts: tuple[np.ndarray, ...] | None = None,
-                 mix_rows: Sequence[int] = (), mix_targets: np.ndarray | None = None, mix_per_batch: int = 0):
+                 mix_rows: Sequence[int] = (), mix_targets: np.ndarray | None = None, mix_per_batch: int = 0,
+                 mix_groups: Sequence[str] | None = None):
         if len(rows) == 0:
             raise ValueError("the training split is empty")
         self.parts, self.rows = parts, np.asarray(rows, dtype=np.int64)
@@ -199,6 +201,15 @@ class CachedBatches:
         self.mix_parts, self.mix_rows = mix_parts, np.asarray(mix_rows, dtype=np.int64)
         self.mix_targets = None if mix_targets is None else np.asarray(mix_targets, dtype=np.float32)
         self.mix_per_batch = mix_per_batch if mix_parts is not None else 0
+        # mix_groups (e.g. the synth set's references): the mix draws come in groups of MIX_GROUP
+        # images of one group, same crop and view, and only pairs within a group are ranked.
+        self.mix_members = None
+        if mix_groups is not None:
+            names = sorted(set(mix_groups))
+            members = [np.flatnonzero(np.asarray(mix_groups) == name) for name in names]
+            self.mix_members = [m for m in members if len(m) >= 2]
+            if not self.mix_members:
+                raise ValueError("within-group mix pairs need a group with >= 2 mix training images")
         self.batch_size = batch_size - self.mix_per_batch
         self.seed = seed
         self.entries_per_epoch = min(len(rows), images_per_epoch or len(rows))
@@ -228,18 +239,38 @@ class CachedBatches:
         parts = self._take(self.parts, self.rows[images], views, crops)
         targets = [self.targets[images]]
         source = [np.zeros(len(images), np.int64)]
+        groups = [np.full(len(images), -1, np.int64)]
         if self.mix_per_batch:
-            rng = step_rng(self.seed, step, self.STREAM_CROP + 100)
-            picks = rng.integers(0, len(self.mix_rows), self.mix_per_batch)
-            mix_crops = rng.integers(0, self.mix_parts[0].shape[2], self.mix_per_batch)
-            mix_views = rng.integers(0, self.mix_parts[0].shape[1], self.mix_per_batch)
+            picks, mix_groups, mix_views, mix_crops = self._draw_mix(step)
             mixed = self._take(self.mix_parts, self.mix_rows[picks], mix_views, mix_crops)
             parts = [np.concatenate([a, b]) for a, b in zip(parts, mixed)]
             targets.append(self.mix_targets[picks])
             source.append(np.ones(self.mix_per_batch, np.int64))
-        return {"features": tuple(torch.from_numpy(p) for p in parts),
-                "targets": torch.from_numpy(np.concatenate(targets)), "source": torch.from_numpy(np.concatenate(source)),
-                "skipped": []}
+            groups.append(mix_groups)
+        batch = {"features": tuple(torch.from_numpy(p) for p in parts),
+                 "targets": torch.from_numpy(np.concatenate(targets)),
+                 "source": torch.from_numpy(np.concatenate(source)), "skipped": []}
+        if self.mix_members is not None:
+            batch["group"] = torch.from_numpy(np.concatenate(groups))
+        return batch
+
+    def _draw_mix(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(picks, group of each pick, views, crops) of the mix share of one step."""
+        rng = step_rng(self.seed, step, self.STREAM_CROP + 100)
+        count, shape = self.mix_per_batch, self.mix_parts[0].shape
+        if self.mix_members is None:
+            return (rng.integers(0, len(self.mix_rows), count), np.zeros(count, np.int64),
+                    rng.integers(0, shape[1], count), rng.integers(0, shape[2], count))
+        picks, groups, views, crops = [], [], [], []
+        while len(picks) < count:
+            group = int(rng.integers(0, len(self.mix_members)))
+            members = self.mix_members[group]
+            size = min(MIX_GROUP, len(members), count - len(picks))
+            picks += list(rng.choice(members, size, replace=False))
+            groups += [group] * size
+            views += [int(rng.integers(0, shape[1]))] * size
+            crops += [int(rng.integers(0, shape[2]))] * size
+        return np.array(picks), np.array(groups), np.array(views), np.array(crops)
 
 
 def head_scores(model, parts: tuple[np.ndarray, ...], layout: CacheLayout, rows: Sequence[int] | None = None,

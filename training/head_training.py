@@ -43,13 +43,14 @@ class HeadCache:
         return self.layout.forward(model, parts)
 
     def batches(self, dataset: IQADataset, train, mix: IQADataset | None, batch_size: int, seed: int,
-                images_per_epoch: int | None, mix_per_batch: int) -> CachedBatches:
+                images_per_epoch: int | None, mix_per_batch: int, mix_pairs: str = "any") -> CachedBatches:
         targets = np.array([dataset.samples[i].score for i in train])
         if mix is None:
             return CachedBatches(self.primary, list(train), targets, batch_size, seed, images_per_epoch)
         mix_targets = np.array([mix.samples[i].score for i in self.mix_train])
+        groups = [mix.samples[i].group for i in self.mix_train] if mix_pairs == "within-reference" else None
         return CachedBatches(self.primary, list(train), targets, batch_size, seed, images_per_epoch,
-                             self.mix_train_parts, range(len(self.mix_train)), mix_targets, mix_per_batch)
+                             self.mix_train_parts, range(len(self.mix_train)), mix_targets, mix_per_batch, groups)
 
     def metrics(self, model, dataset: IQADataset, indices) -> dict:
         """SRCC/KRCC/PLCC/RMSE of the images ``indices`` (contract crops, from the cache)."""

@@ -56,9 +56,9 @@ def dataset_record(dataset: IQADataset, role: str, loss: str, **extra) -> dict:
             "normalised_as": score_meaning_name(dataset), "loss": loss, **extra}
 
 
-def fidelity_ranking_loss(predictions, targets, margin: float = 0.0):
-    """Mean fidelity loss over all ordered pairs i < j of one dataset's items with |dt| > margin;
-    None when no pair qualifies (a batch with fewer than two such items)."""
+def fidelity_ranking_loss(predictions, targets, margin: float = 0.0, groups=None):
+    """Mean fidelity loss over all ordered pairs i < j of one dataset's items with |dt| > margin
+    (and, given ``groups``, the same group); None when no pair qualifies."""
     import torch
 
     if len(targets) < 2:
@@ -66,6 +66,8 @@ def fidelity_ranking_loss(predictions, targets, margin: float = 0.0):
     first, second = torch.triu_indices(len(targets), len(targets), offset=1, device=targets.device)
     gap = targets[first] - targets[second]
     keep = gap.abs() > max(margin, 0.0)
+    if groups is not None:
+        keep &= groups[first] == groups[second]
     if not bool(keep.any()):
         return None
     p = (gap[keep] > 0).to(predictions.dtype)
@@ -82,8 +84,9 @@ class LossWeights:
     mix_weight: float = 1.0       # fidelity ranking within the mix set
 
 
-def mixed_loss(predictions, targets, source, weights: LossWeights) -> tuple[object, dict[str, float]]:
-    """(total loss, parts for the log). ``source`` is 0 for primary items and 1 for mix items."""
+def mixed_loss(predictions, targets, source, weights: LossWeights, groups=None) -> tuple[object, dict[str, float]]:
+    """(total loss, parts for the log). ``source`` is 0 for primary items and 1 for mix items; ``groups``
+    (optional, per item) limits the mix ranking to pairs of one group (e.g. one synth reference)."""
     import torch.nn.functional as F
 
     primary, mix = source == 0, source == 1
@@ -98,7 +101,8 @@ def mixed_loss(predictions, targets, source, weights: LossWeights) -> tuple[obje
                 total = total + weights.rank_weight * rank
                 parts["loss_rank_primary"] = float(rank.detach())
     if bool(mix.any()) and weights.mix_weight > 0:
-        rank = fidelity_ranking_loss(predictions[mix], targets[mix], MIX_RANK_MARGIN)
+        rank = fidelity_ranking_loss(predictions[mix], targets[mix], MIX_RANK_MARGIN,
+                                     None if groups is None else groups[mix])
         if rank is not None:
             total = rank * weights.mix_weight if total is None else total + weights.mix_weight * rank
             parts["loss_rank_mix"] = float(rank.detach())

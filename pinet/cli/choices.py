@@ -21,6 +21,7 @@ DatasetName = _choices("DatasetName", "koniq10k", "clive", "spaq", "kadid10k", "
 EvalSplit = _choices("EvalSplit", "test", "all")
 SynthSplit = _choices("SynthSplit", "train", "val")                     # pinet_training.synth_manifest.SPLITS
 EvalEngine = _choices("EvalEngine", "torch", "onnx")
+MixPairs = _choices("MixPairs", "any", "within-reference")               # pinet_training.finetune_settings
 CacheLevel = _choices("CacheLevel", "features", "taps")                  # pinet_training.head_cache.LEVELS
 Loss = _choices("Loss", "l1", "mse")                                    # pinet_training.finetune_settings.LOSSES
 BackboneInit = _choices("BackboneInit", "auto", "imagenet", "random")

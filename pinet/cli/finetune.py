@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pinet.cli.choices import BackboneInit, CacheLevel, DatasetName, Device, EvalEngine, Loss
+from pinet.cli.choices import BackboneInit, CacheLevel, DatasetName, Device, EvalEngine, Loss, MixPairs
 from pinet.cli.nproc import NPROC_OPTION, run_in_processes
 from pinet.cli.common import (
     CHECKPOINT_EVERY_OPTION, EXIT_USAGE, PROGRESS_OPTION, THREADS_OPTION, WORKERS_OPTION, device_option,
@@ -84,6 +84,9 @@ def finetune(
     cache_level: CacheLevel = typer.Option(CacheLevel.features, "--cache-level", help="--train-head-only: features "
                                            "(backbone + staircase fixed) or taps (only the backbone fixed; the "
                                            "staircase trains too; float16, ~4 MB per image)"),
+    mix_pairs: MixPairs = typer.Option(MixPairs.any, "--mix-pairs", help="Mix pairs the ranking loss compares: any, "
+                                       "or within-reference (images of one synth reference, same crop; "
+                                       "--train-head-only)"),
     fresh_head: bool = typer.Option(False, "--fresh-head", help="Take only the backbone from --init; staircase, "
                                     "branches and regressor start from seeded random weights"),
     mix_train_images: Optional[int] = typer.Option(None, "--mix-train-images", min=1, help="--train-head-only: "
@@ -139,7 +142,7 @@ def finetune(
         rank_weight=rank_weight, mix_eval_max_images=mix_eval_max_images,
         freeze_backbone_stages=freeze_backbone_stages, train_on_all=train_on_all, eval_engine=eval_engine.value,
         channels_last=channels_last, train_head_only=train_head_only, feature_cache=feature_cache,
-        cache_level=cache_level.value, fresh_head=fresh_head,
+        cache_level=cache_level.value, fresh_head=fresh_head, mix_pairs=mix_pairs.value,
         mix_train_images=mix_train_images, nproc_per_node=nproc_per_node)
     run_in_processes(nproc_per_node, run_finetuning, settings)
 
