@@ -23,34 +23,47 @@ mkdir -p "$RUNS"
 [ -f "$SYNTH_INIT" ] || git show 8f95b45:pinet/assets/default.safetensors > "$SYNTH_INIT"
 echo "$SYNTH_SHA256  $SYNTH_INIT" | sha256sum --check --quiet
 
-# Shared settings. CLIVE photos resized to the contract's 384 px short side (as the scorer
-# does). --train-head-only: backbone + staircase stay the shipped ones; the branches, their gating
-# and the regressor train on cached representations of the 5 contract crops of every photo (built
-# once, ~8 CPU-min, in $RUNS/feature_cache). Batches: 36 CLIVE + 12 synthetic crops; L1 + fidelity
-# ranking on CLIVE MOS/100, fidelity ranking only within the synthetic part (400 cached train images).
+# Shared settings. CLIVE photos resized to the contract's 384 px short side (as the scorer does).
+# --train-head-only --cache-level taps: the synthetic model's backbone stays fixed and its five taps
+# of the 5 contract crops (+ mirrored) of every photo are computed once (~6 CPU-min, float16,
+# ~4 GB in $RUNS/taps_cache); --fresh-head: staircase, branches and regressor start from random
+# weights and train on the cached taps (the synthetic model's own head is a poor start for human
+# scores: docs/experiments.md). Batches: 36 CLIVE + 12 synthetic crops; L1 + fidelity ranking on
+# CLIVE MOS/100, fidelity ranking of the synthetic crops only against images of the SAME reference
+# (--mix-pairs within-reference), weight $MIX_WEIGHT.
+MIX_WEIGHT=${MIX_WEIGHT:-0.5}
 COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side 384
-        --train-head-only --feature-cache "$RUNS/feature_cache"
+        --train-head-only --cache-level taps --fresh-head --feature-cache "$RUNS/taps_cache"
         --mix-dataset synthetic --mix-root "$RUNS/synth" --mix-per-batch 12 --mix-train-images 400
-        --mix-eval-max-images 540 --rank-weight 1 --mix-weight 1
-        --batch-size 48 --lr-backbone 3e-4 --lr-head 3e-3 --checkpoint-every 100
-        --workers 0 --threads 1 --seed 0 --split-seed 0 --no-progress)
+        --mix-eval-max-images 540 --mix-pairs within-reference --rank-weight 1 --mix-weight "$MIX_WEIGHT"
+        --batch-size 48 --lr-backbone 3e-4 --lr-head 1e-3 --checkpoint-every 100
+        --workers 0 --threads 1 --no-progress)
 
 # 2. Ten seeded 80/20 splits of the 930 photos (anchors left out); the epoch (1-16) is chosen on
-#    the validation part (15% of each training part), the test part is scored once.
-RESUME=()
-[ -d "$RUNS/splits" ] && RESUME=(--resume)
-pinet train finetune "${COMMON[@]}" --out "$RUNS/splits" --rounds 10 --epochs 16 "${RESUME[@]}"
+#    the validation part (15% of each training part), the test part is scored once. Two processes
+#    (one per core): rounds 1-5 and rounds 6-10 (round r uses split seed and training seed r-1).
+split_half() {  # OUT FIRST_SEED
+    local resume=()
+    [ -d "$1" ] && resume=(--resume)
+    pinet train finetune "${COMMON[@]}" --seed "$2" --split-seed "$2" --out "$1" --rounds 5 --epochs 16 "${resume[@]}"
+}
+# The cache is built once, before the two halves share it.
+[ -n "$(ls "$RUNS/taps_cache" 2>/dev/null)" ] || split_half "$RUNS/splits_a" 0
+split_half "$RUNS/splits_a" 0 &
+split_half "$RUNS/splits_b" 5 &
+wait
 
-# 3. The shipped model: all 930 photos, for the median epoch the splits chose (14 in the 2026-11-28
-#    run). That run started this step with --epochs 16 alongside step 2 and shipped its
-#    epoch_14.safetensors snapshot: constant lr + batches fixed by (seed, step) make it the same model.
-EPOCHS=$(python -c "import json,statistics,sys; r=json.load(open(sys.argv[1]))['rounds']; \
-print(int(statistics.median_low([x['chosen_epoch'] for x in r])))" "$RUNS/splits/results.json")
+# 3. The shipped model: all 930 photos, for the median (low) epoch the splits chose (8 in the
+#    2026-11-29 run). That run started this step with --epochs 16 alongside step 2 and shipped its
+#    epoch_08.safetensors snapshot: constant lr + batches fixed by (seed, step) make it the same model.
+EPOCHS=$(python -c "import json,statistics,sys; r=[x for f in sys.argv[1:] for x in json.load(open(f))['rounds']]; \
+print(int(statistics.median_low([x['chosen_epoch'] for x in r])))" "$RUNS/splits_a/results.json" "$RUNS/splits_b/results.json")
 RESUME=()
 [ -d "$RUNS/final" ] && RESUME=(--resume)
-pinet train finetune "${COMMON[@]}" --out "$RUNS/final" --train-on-all --epochs "$EPOCHS" "${RESUME[@]}"
+pinet train finetune "${COMMON[@]}" --seed 0 --split-seed 0 --out "$RUNS/final" --train-on-all --epochs "$EPOCHS" \
+    "${RESUME[@]}"
 
-# 4. Weights-only float16 copy for the lead's export (pinet export ... --quantize).
+# 4. Weights-only float16 copy (pinet model pack).
 mkdir -p runs/clive_final
 pinet model pack "$RUNS/final/best.safetensors" --out runs/clive_final/default.safetensors
 
