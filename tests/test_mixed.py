@@ -229,8 +229,8 @@ def test_onnx_eval_engine_scores_like_torch(clive_like):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("level", ["features", "taps"])
-def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp_path, level):
+@pytest.mark.parametrize("level,last_stage", [("features", False), ("taps", False), ("taps", True)])
+def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp_path, level, last_stage):
     from dataclasses import replace
 
     from pinet_training.checkpoint_evaluation import evaluate_checkpoint, sample_id
@@ -244,7 +244,8 @@ def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp
     assert all(torch.equal(v, load_checkpoint(init, stage=2).model.state_dict()[k]) for k, v in snapshot.items())
     settings = _settings(clive_like, synthetic, tmp_path / "run", init=str(init), variant=None, backbone_init="auto",
                          resize_short_side="72", train_head_only=True, mix_train_images=4,
-                         feature_cache=tmp_path / "cache", epochs=3, cache_level=level)
+                         feature_cache=tmp_path / "cache", epochs=3, cache_level=level,
+                         train_last_stage=last_stage)
     results, _ = run_finetune(settings, lambda _: None)
     descriptors = sorted((tmp_path / "cache").glob("*.json"))
     assert len(descriptors) == 3                               # primary, mix held-out, mix train subset
@@ -255,7 +256,11 @@ def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp
     best = load_checkpoint(tmp_path / "run" / "best.safetensors", stage=2)
     trained = best.model.state_dict()
     fixed = ("backbone.", "staircase.") if level == "features" else ("backbone.",)
-    assert all(torch.equal(trained[k], start[k]) for k in trained if k.startswith(fixed))
+    last = tuple(f"backbone.blocks.{i}." for i in range(11, 16)) if last_stage else ("-",)     # Lite0's f4 -> f5
+    assert all(torch.equal(trained[k], start[k]) for k in trained if k.startswith(fixed) and not k.startswith(last))
+    if last_stage:
+        changed = [k for k in trained if k.startswith(last) and not torch.equal(trained[k], start[k])]
+        assert changed and not any(k.endswith(("running_mean", "running_var")) for k in changed)   # BN stays eval
     assert any(not torch.equal(trained[k], start[k]) for k in trained if k.startswith("quality_branch."))
     if level == "taps":
         assert any(not torch.equal(trained[k], start[k]) for k in trained if k.startswith("staircase."))
@@ -265,7 +270,8 @@ def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp
     primary = next(parts for parts in map(open_cache, descriptors) if len(parts[0]) == len(dataset))
     assert primary[0].shape[:3] == (len(dataset), 2, 5)       # mirrored view (--flip), 5 contract crops
     ids = [sample_id(s, dataset) for s in dataset.samples]
-    cached = head_scores(best.model.eval(), primary, CacheLayout(level), [ids.index(i) for i in full.ids])
+    layout = CacheLayout(level, train_last_stage=last_stage)
+    cached = head_scores(best.model.eval(), primary, layout, [ids.index(i) for i in full.ids])
     tolerance = 1e-5 if level == "features" else 2e-3
     assert np.abs(cached - np.array(full.predictions)).max() < tolerance
     assert np.isfinite(results[0]["test"]["rmse"])

@@ -116,7 +116,8 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     from pinet_training.head_training import build_head_cache, freeze_untrained
 
     try:
-        frozen = (freeze_untrained(model, CacheLayout(settings.cache_level)) if settings.train_head_only
+        frozen = (freeze_untrained(model, CacheLayout(settings.cache_level, train_last_stage=settings.train_last_stage))
+                  if settings.train_head_only
                   else freeze_backbone_stages(model, settings.freeze_backbone_stages))
     except ValueError as err:
         raise FinetuneError(str(err)) from None
@@ -182,7 +183,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     if settings.eval_engine != "torch":
         compared["eval_engine"] = settings.eval_engine
     for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last", "train_head_only",
-                "mix_train_images", "fresh_head"):
+                "mix_train_images", "fresh_head", "train_last_stage"):
         if getattr(settings, key):
             compared[key] = getattr(settings, key)
     if settings.mix_pairs != "any":

@@ -63,6 +63,7 @@ class FinetuneSettings:
     feature_cache: Path | None = None      # where --train-head-only keeps them (default OUT/feature_cache)
     cache_level: str = "features"          # --train-head-only: cache R (staircase fixed) or the taps (it trains)
     mix_pairs: str = "any"                 # any | within-reference: which mix pairs the ranking loss compares
+    train_last_stage: bool = False         # --cache-level taps: the backbone's last stage (f4 -> f5) trains too
     fresh_head: bool = False               # only the backbone from --init; staircase, branches, regressor random
     mix_train_images: int | None = None    # --train-head-only: a fixed subset of the mix set's training images
 
@@ -129,6 +130,9 @@ def check_settings(settings: FinetuneSettings) -> None:
         raise FinetuneError(f"--cache-level must be features or taps, got {settings.cache_level!r}")
     if settings.cache_level != "features" and not settings.train_head_only:
         raise FinetuneError("--cache-level only applies with --train-head-only")
+    if settings.train_last_stage and not (settings.train_head_only and settings.cache_level == "taps"):
+        raise FinetuneError("--train-last-stage needs --train-head-only --cache-level taps (f5 is recomputed "
+                            "from the cached f4)")
     if settings.mix_train_images is not None and not settings.train_head_only:
         raise FinetuneError("--mix-train-images only applies with --train-head-only")
     if settings.mix_pairs not in ("any", "within-reference"):

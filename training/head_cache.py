@@ -50,10 +50,13 @@ class CacheLayout:
 
     level: str = "features"
     mirrored: bool = False
+    train_last_stage: bool = False     # taps only: f5 is recomputed from cached f4 by the trained last stage
 
     def __post_init__(self):
         if self.level not in LEVELS:
             raise ValueError(f"cache level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        if self.train_last_stage and self.level != "taps":
+            raise ValueError("training the backbone's last stage needs the taps cache level")
 
     @property
     def frozen_prefixes(self) -> tuple[str, ...]:
@@ -75,7 +78,12 @@ class CacheLayout:
 
     def forward(self, model, parts):
         """Scores of cached crops (a tuple of tensors, one per cached array)."""
-        return model.forward_head(parts[0] if self.level == "features" else model.staircase(tuple(parts)))
+        if self.level == "features":
+            return model.forward_head(parts[0])
+        parts = tuple(parts)
+        if self.train_last_stage:
+            parts = (*parts[:4], model.backbone.last_stage(parts[3]))
+        return model.forward_head(model.staircase(parts))
 
 
 def fixed_subset(indices: Sequence[int], count: int | None, stream: int) -> tuple[int, ...]:

@@ -18,7 +18,10 @@ STREAM_MIX_HELDOUT = 7           # the same draw as finetune_report.mix_heldout_
 
 
 def freeze_untrained(model, layout: CacheLayout) -> list:
-    """requires_grad only for the modules the layout trains; returns the frozen modules (eval mode)."""
+    """requires_grad only for the modules the layout trains; returns the frozen modules (eval mode).
+
+    With ``layout.train_last_stage`` the backbone's last stage trains its weights, but stays in
+    eval mode (its BatchNorm statistics are the init's), like the rest of the backbone."""
     frozen = []
     for name, module in model.named_children():
         if name not in layout.trained_modules:
@@ -26,6 +29,10 @@ def freeze_untrained(model, layout: CacheLayout) -> list:
                 parameter.requires_grad_(False)
             module.eval()
             frozen.append(module)
+    if layout.train_last_stage:
+        for module in model.backbone.last_stage_modules():
+            for parameter in module.parameters():
+                parameter.requires_grad_(True)
     return frozen
 
 
@@ -66,7 +73,7 @@ class HeadCache:
 def build_head_cache(settings, model, prep, dataset: IQADataset, mix: IQADataset | None, mix_split,
                      threads: int | None, say=None) -> HeadCache:
     """Load or compute every representation the round needs (the first round pays, later ones reuse)."""
-    layout = CacheLayout(settings.cache_level, mirrored=settings.flip)
+    layout = CacheLayout(settings.cache_level, mirrored=settings.flip, train_last_stage=settings.train_last_stage)
     cache_dir = Path(settings.feature_cache) if settings.feature_cache else Path(settings.out_dir) / "feature_cache"
     primary, first = cached_parts(cache_dir, model, [s.path for s in dataset.samples], prep, layout, threads, say)
     cache = HeadCache(layout=layout, primary=primary, files=(str(first),))
@@ -76,7 +83,7 @@ def build_head_cache(settings, model, prep, dataset: IQADataset, mix: IQADataset
         # Held-out images are only scored (contract crops): no mirrored view.
         cache.mix_heldout_parts, held = cached_parts(
             cache_dir, model, [mix.samples[i].path for i in cache.mix_heldout], prep,
-            CacheLayout(layout.level, mirrored=False), threads, say)
+            CacheLayout(layout.level, mirrored=False, train_last_stage=layout.train_last_stage), threads, say)
         cache.mix_train_parts, trained = cached_parts(
             cache_dir, model, [mix.samples[i].path for i in cache.mix_train], prep, layout, threads, say)
         cache.files += (str(held), str(trained))

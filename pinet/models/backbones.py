@@ -36,6 +36,13 @@ class ResNetTaps(nn.Module):
         f5 = self.layer4(f4)
         return f1, f2, f3, f4, f5
 
+    def last_stage_modules(self) -> list[nn.Module]:
+        """The modules that turn tap f4 into f5."""
+        return [self.layer4]
+
+    def last_stage(self, f4: torch.Tensor) -> torch.Tensor:
+        return self.layer4(f4)
+
 
 # EfficientNet-Lite0: (repeats, kernel, stride, expand ratio, out channels) per stage.
 _LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
@@ -127,6 +134,15 @@ class Lite0Taps(EfficientNetLite0):
             if index in _LITE0_TAP_BLOCKS:
                 taps.append(x)
         return tuple(taps)
+
+    def last_stage_modules(self) -> list[nn.Module]:
+        """The blocks that turn tap f4 into f5 (the stride-32 stages)."""
+        return list(self.blocks[_LITE0_TAP_BLOCKS[3] + 1:_LITE0_TAP_BLOCKS[4] + 1])
+
+    def last_stage(self, f4: torch.Tensor) -> torch.Tensor:
+        for block in self.last_stage_modules():
+            f4 = block(f4)
+        return f4
 
 
 def lite0_key(source_key: str) -> str:
