@@ -92,12 +92,27 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def actor_gpus(providers, gpus_per_worker: float | None = None) -> float:
+    """GPUs each scoring actor reserves from Ray: ``gpus_per_worker`` when given, else 1 when the
+    provider request is CUDA (an explicit list naming CUDAExecutionProvider included), else 0. Ray
+    then places CUDA actors only on nodes with a free GPU and sets their CUDA_VISIBLE_DEVICES."""
+    if gpus_per_worker is not None:
+        if gpus_per_worker < 0:
+            raise RayEngineError("ray engine", "gpus_per_worker must be >= 0")
+        return float(gpus_per_worker)
+    if isinstance(providers, str):
+        return 1.0 if providers.lower() == "cuda" else 0.0
+    names = [item[0] if isinstance(item, (tuple, list)) else item for item in providers]
+    return 1.0 if "CUDAExecutionProvider" in names else 0.0
+
+
 def score_dataset(ds: "ray.data.Dataset", model: str | os.PathLike | None = None, *, workers: int | None = None,
                   threads: int = 1, batch_size: int = 8, providers: str = "cpu",
-                  path_column: str = "path") -> "ray.data.Dataset":
+                  path_column: str = "path", gpus_per_worker: float | None = None) -> "ray.data.Dataset":
     """``ds`` with the columns ``score`` (float64, null on error), ``error`` (null when scored),
     ``crops`` and ``seconds`` added, scored by a pool of ``workers`` actors (default: the cluster's
-    CPUs // ``threads``), each reserving ``threads`` CPUs and running onnxruntime on that many.
+    CPUs // ``threads``, or its GPUs // GPUs per actor), each reserving ``threads`` CPUs (and, for
+    CUDA, ``actor_gpus`` GPUs) and running onnxruntime on that many threads.
 
     ``path_column`` holds image paths as strings (or as bytes from ``os.fsencode``). ``model`` is an
     exported PINet ONNX file (None: the bundled default, chosen as ``Scorer()`` chooses it).
@@ -108,14 +123,24 @@ def score_dataset(ds: "ray.data.Dataset", model: str | os.PathLike | None = None
         raise RayEngineError("ray engine", "workers, threads and batch_size must be >= 1")
     if path_column not in ds.columns():
         raise RayEngineError("ray engine", f"the dataset has no {path_column!r} column (columns: {ds.columns()})")
+    gpus = actor_gpus(providers, gpus_per_worker)
+    if gpus:
+        # An actor asking for a GPU the cluster does not have would wait forever: say so instead.
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+        if cluster_gpus < gpus:
+            raise RayEngineError("ray engine", f"each actor reserves {gpus:g} GPU for providers={providers!r}, "
+                                 f"but the Ray cluster has {cluster_gpus:g}; use providers='cpu' or a GPU node")
     from pinet_runtime.scorer import Scorer
 
     # Opened here once: a bad model fails before any actor starts, and the file the default choice
     # settles on (INT8, or FP32 where INT8 is unsafe) is the one shipped.
     chosen = Scorer(model, providers=providers, threads=1).info.path
-    workers = workers or max(1, cluster_cpus() // threads)
+    if workers is None:
+        workers = max(1, cluster_cpus() // threads)
+        if gpus:
+            workers = max(1, min(workers, int(cluster_gpus // gpus)))
     return ds.map_batches(
-        _ScoringActor, batch_format="pyarrow", batch_size=batch_size, num_cpus=threads,
+        _ScoringActor, batch_format="pyarrow", batch_size=batch_size, num_cpus=threads, num_gpus=gpus,
         compute=ray.data.ActorPoolStrategy(size=workers),
         fn_constructor_kwargs={"model_name": Path(chosen).name, "model_ref": [ray.put(Path(chosen).read_bytes())],
                                "providers": providers, "threads": threads, "batch_size": batch_size,

@@ -127,6 +127,10 @@ def test_python_api_and_cli_on_a_running_cluster(photo_folder, ray_tmp, tmp_path
                                       for f in sorted(out.iterdir())]).to_pydict()
         _assert_same({p: (s, e) for p, s, e in zip(rows["path"], rows["score"], rows["error"])}, local)
         assert ray.cluster_resources().get("CPU") == 2    # the command left the cluster running
+        from pinet_runtime.errors import PinetError
+
+        with pytest.raises(PinetError, match="reserves 1 GPU .* cluster has 0"):
+            score_dataset(ray.data.from_items([{"path": files[0]}]), providers="cuda")
     finally:
         ray.shutdown()
 
@@ -157,3 +161,16 @@ def test_api_without_ray_raises_a_pinet_error(blocked_imports):
         blocked=(*blocked_imports.HEAVY_PACKAGES, "ray"))
     assert done.returncode == 0, done.stderr
     assert "refused: ray: not installed" in done.stdout and "pinet-iqa[ray]" in done.stdout
+
+
+def test_actors_reserve_a_gpu_exactly_when_cuda_is_asked_for():
+    from pinet_runtime.errors import PinetError
+    from pinet_runtime.ray import actor_gpus
+
+    assert actor_gpus("cuda") == 1.0 and actor_gpus("CUDA") == 1.0
+    assert actor_gpus("cpu") == 0.0 and actor_gpus(["CPUExecutionProvider"]) == 0.0
+    assert actor_gpus(["CUDAExecutionProvider", "CPUExecutionProvider"]) == 1.0
+    assert actor_gpus([("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]) == 1.0
+    assert actor_gpus("cuda", gpus_per_worker=0.25) == 0.25 and actor_gpus("cpu", gpus_per_worker=0) == 0.0
+    with pytest.raises(PinetError, match="gpus_per_worker"):
+        actor_gpus("cuda", gpus_per_worker=-1)
