@@ -118,8 +118,8 @@ def _agreement(fast: list[float], full: list[float]) -> tuple[float, float]:
 
 def test_tiny_model_scores_with_the_fast_path_agree_with_full_decode(tiny_onnx, sample_photos, tmp_path):
     """With the tiny contract (short side 40) every bundled 768x512 JPEG takes the fast path at DCT
-    scale 1/4 (1/8 would leave 64 px, under DRAFT_GAP x 40); per-image scores agree with full decoding within SRCC >= 0.995, mean |diff| <= 0.01
-    of the score range."""
+    scale 1/4 (1/8 would leave 64 px, under DRAFT_GAP x 40); per-image scores agree with full
+    decoding within SRCC >= 0.995, mean |diff| <= 0.01 of the score range."""
     pytest.importorskip("onnx")
     from pinet_runtime.scorer import Scorer
 

@@ -112,12 +112,10 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     if settings.channels_last:
         model.to(memory_format=torch.channels_last)
     from pinet_training.freeze import freeze_backbone_stages
-    from pinet_training.head_cache import CacheLayout
-    from pinet_training.head_training import build_head_cache, freeze_untrained
+    from pinet_training.head_training import build_head_cache, cache_layout, freeze_untrained
 
     try:
-        frozen = (freeze_untrained(model, CacheLayout(settings.cache_level, train_last_stage=settings.train_last_stage))
-                  if settings.train_head_only
+        frozen = (freeze_untrained(model, cache_layout(settings)) if settings.train_head_only
                   else freeze_backbone_stages(model, settings.freeze_backbone_stages))
     except ValueError as err:
         raise FinetuneError(str(err)) from None

@@ -9,8 +9,10 @@ from pathlib import Path
 from pinet_training.datasets import CsvScale, DatasetError, IQADataset, load_dataset
 from pinet_training.checkpoint_evaluation import DEFAULT_EVAL_BATCH, sample_id
 from pinet_training.finetune_report import FinetuneError
+from pinet_training.head_cache import LEVELS
 
 LOSSES = ("l1", "mse")
+MIX_PAIRS = ("any", "within-reference")   # which mix pairs the ranking loss compares (--mix-pairs)
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,8 @@ def check_settings(settings: FinetuneSettings) -> None:
     if settings.train_head_only and (settings.freeze_backbone_stages or settings.channels_last):
         raise FinetuneError("--train-head-only already keeps the whole backbone fixed; drop "
                             "--freeze-backbone-stages and --channels-last")
-    if settings.cache_level not in ("features", "taps"):
-        raise FinetuneError(f"--cache-level must be features or taps, got {settings.cache_level!r}")
+    if settings.cache_level not in LEVELS:
+        raise FinetuneError(f"--cache-level must be one of {', '.join(LEVELS)}, got {settings.cache_level!r}")
     if settings.cache_level != "features" and not settings.train_head_only:
         raise FinetuneError("--cache-level only applies with --train-head-only")
     if settings.train_last_stage and not (settings.train_head_only and settings.cache_level == "taps"):
@@ -135,8 +137,8 @@ def check_settings(settings: FinetuneSettings) -> None:
                             "from the cached f4)")
     if settings.mix_train_images is not None and not settings.train_head_only:
         raise FinetuneError("--mix-train-images only applies with --train-head-only")
-    if settings.mix_pairs not in ("any", "within-reference"):
-        raise FinetuneError(f"--mix-pairs must be any or within-reference, got {settings.mix_pairs!r}")
+    if settings.mix_pairs not in MIX_PAIRS:
+        raise FinetuneError(f"--mix-pairs must be one of {', '.join(MIX_PAIRS)}, got {settings.mix_pairs!r}")
     if settings.mix_pairs != "any" and not (settings.train_head_only and settings.mix_dataset):
         raise FinetuneError("--mix-pairs within-reference needs --mix-dataset and --train-head-only (the "
                             "cached path draws a reference's images together)")

@@ -4,7 +4,7 @@ set and the mix set, the batches drawn from them, and validation/test/mix scores
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,11 @@ from pinet_training.head_cache import CacheLayout, CachedBatches, cached_parts, 
 
 STREAM_MIX_TRAIN = 23            # step_rng stream of the --mix-train-images subset
 STREAM_MIX_HELDOUT = 7           # the same draw as finetune_report.mix_heldout_metrics
+
+
+def cache_layout(settings) -> CacheLayout:
+    """The cache layout a run's settings ask for (mirrored view with --flip)."""
+    return CacheLayout(settings.cache_level, mirrored=settings.flip, train_last_stage=settings.train_last_stage)
 
 
 def freeze_untrained(model, layout: CacheLayout) -> list:
@@ -73,7 +78,7 @@ class HeadCache:
 def build_head_cache(settings, model, prep, dataset: IQADataset, mix: IQADataset | None, mix_split,
                      threads: int | None, say=None) -> HeadCache:
     """Load or compute every representation the round needs (the first round pays, later ones reuse)."""
-    layout = CacheLayout(settings.cache_level, mirrored=settings.flip, train_last_stage=settings.train_last_stage)
+    layout = cache_layout(settings)
     cache_dir = Path(settings.feature_cache) if settings.feature_cache else Path(settings.out_dir) / "feature_cache"
     primary, first = cached_parts(cache_dir, model, [s.path for s in dataset.samples], prep, layout, threads, say)
     cache = HeadCache(layout=layout, primary=primary, files=(str(first),))
@@ -83,7 +88,7 @@ def build_head_cache(settings, model, prep, dataset: IQADataset, mix: IQADataset
         # Held-out images are only scored (contract crops): no mirrored view.
         cache.mix_heldout_parts, held = cached_parts(
             cache_dir, model, [mix.samples[i].path for i in cache.mix_heldout], prep,
-            CacheLayout(layout.level, mirrored=False, train_last_stage=layout.train_last_stage), threads, say)
+            replace(layout, mirrored=False), threads, say)
         cache.mix_train_parts, trained = cached_parts(
             cache_dir, model, [mix.samples[i].path for i in cache.mix_train], prep, layout, threads, say)
         cache.files += (str(held), str(trained))

@@ -15,8 +15,6 @@ import json
 import statistics
 from pathlib import Path
 
-import numpy as np
-
 KEYS = ("srcc", "plcc", "krcc", "rmse")
 
 
