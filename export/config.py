@@ -46,7 +46,8 @@ class ExportSettings:
     quantize: bool = False
     fp16: bool = False
     calib_dirs: tuple[Path, ...] = ()    # calibration + accuracy-search photos; () = bundled samples
-    calib_count: int = 256               # crops fed to calibration, spread over the calibration photos
+    calib_count: int = 512               # crops fed to calibration, spread over the calibration photos
+    calib_degraded: bool = True          # calibration photos at several qualities (photos.CALIBRATION_DEGRADATIONS)
     calib_photos: int = 48               # at most this many calibration photos, spread over calib_dirs
     calib_method: str = "minmax"
     int8_target: str = "portable"

@@ -7,6 +7,7 @@ the parity check and the runtime see the same pixels. Never random tensors.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,11 @@ from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # Degradations used to spread the scores for the INT8 ranking gate; fixed parameters and seed.
 DEGRADATIONS = ("gaussian_blur_r3", "jpeg_q10", "gaussian_noise_s25")
+# Calibration sees degraded photos too (an IQA model must score bad photos, and their activations
+# reach ranges clean photos never do), with other strengths than the gate's so that validation
+# stays a check on unseen conditions (docs/export.md: run B's model failed the gate without them).
+CALIBRATION_DEGRADATIONS = ("gaussian_blur_r2", "jpeg_q20", "gaussian_noise_s15")
+_KIND = re.compile(r"(gaussian_blur_r|jpeg_q|gaussian_noise_s)(\d+)")
 _NOISE_SEED = 20240521
 
 
@@ -85,43 +91,50 @@ def parity_photos(paths: list[Path], prep: Preprocessing, minimum: int) -> Photo
 
 
 def degrade(image: Image.Image, kind: str) -> Image.Image:
-    """One deterministic degradation of an RGB image (same input -> same output)."""
-    if kind == "gaussian_blur_r3":
-        return image.filter(ImageFilter.GaussianBlur(radius=3))
-    if kind == "jpeg_q10":
+    """One deterministic degradation of an RGB image (same input -> same output). ``kind``:
+    ``gaussian_blur_r<radius>``, ``jpeg_q<quality 1-95>`` or ``gaussian_noise_s<sigma>``."""
+    match = _KIND.fullmatch(kind)
+    if match is None:
+        raise ValueError(f"unknown degradation {kind!r} (gaussian_blur_r<N>, jpeg_q<N> or gaussian_noise_s<N>)")
+    family, strength = match.group(1), int(match.group(2))
+    if family == "gaussian_blur_r":
+        return image.filter(ImageFilter.GaussianBlur(radius=strength))
+    if family == "jpeg_q":
+        if not 1 <= strength <= 95:
+            raise ValueError(f"unknown degradation {kind!r}: JPEG quality must be 1-95")
         buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=10)
+        image.save(buffer, format="JPEG", quality=strength)
         return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-    if kind == "gaussian_noise_s25":
-        rng = np.random.default_rng(_NOISE_SEED)
-        pixels = np.asarray(image, dtype=np.float32)
-        noisy = pixels + rng.normal(0.0, 25.0, pixels.shape).astype(np.float32)
-        return Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8), "RGB")
-    raise ValueError(f"unknown degradation {kind!r}")
+    rng = np.random.default_rng(_NOISE_SEED)
+    pixels = np.asarray(image, dtype=np.float32)
+    noisy = pixels + rng.normal(0.0, float(strength), pixels.shape).astype(np.float32)
+    return Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8), "RGB")
 
 
-def ranking_photos(paths: list[Path], prep: Preprocessing) -> PhotoSet:
-    """Each photo plus its DEGRADATIONS, applied after the contract's resize so the crops see them
-    at model resolution: a range of qualities for the INT8 rank-fidelity (SRCC) gate."""
+def ranking_photos(paths: list[Path], prep: Preprocessing,
+                   degradations: tuple[str, ...] = DEGRADATIONS) -> PhotoSet:
+    """Each photo plus its ``degradations``, applied after the contract's resize so the crops see
+    them at model resolution: a range of qualities for the INT8 rank-fidelity (SRCC) gate."""
     loaded, skipped = load_photos(paths, prep)
     photos = []
     for name, image in loaded:
-        for variant_name, variant in [(name, image), *((f"{name}#{k}", degrade(image, k)) for k in DEGRADATIONS)]:
+        for variant_name, variant in [(name, image), *((f"{name}#{k}", degrade(image, k)) for k in degradations)]:
             crops = _crops(variant_name, variant, prep, skipped)
             if crops is not None:
                 photos.append(crops)
     return PhotoSet(photos, skipped)
 
 
-def calibration_crops(paths: list[Path], prep: Preprocessing, count: int) -> tuple[np.ndarray, list[str], int]:
-    """Up to ``count`` contract crops of the given real photos, spread evenly over all of them.
+def calibration_crops(paths: list[Path], prep: Preprocessing, count: int,
+                      degradations: tuple[str, ...] = ()) -> tuple[np.ndarray, list[str], int]:
+    """Up to ``count`` contract crops of the given real photos and of their ``degradations``
+    (each photo's variants next to it), spread evenly over all of them.
 
     Returns (crops [M,3,S,S], skipped files, number of photos used)."""
-    loaded, skipped = load_photos(paths, prep)
-    pieces = [crops for name, image in loaded if (crops := _crops(name, image, prep, skipped)) is not None]
-    if not pieces:
-        return np.zeros((0, 3, prep.crop_size, prep.crop_size), np.float32), skipped, 0
-    every = np.concatenate([p.crops for p in pieces])
+    photos = ranking_photos(paths, prep, degradations)
+    if not photos.photos:
+        return np.zeros((0, 3, prep.crop_size, prep.crop_size), np.float32), photos.skipped, 0
+    every = np.concatenate([p.crops for p in photos.photos])
     if len(every) > count:
         every = every[np.linspace(0, len(every) - 1, count).round().astype(int)]
-    return every, skipped, len(pieces)
+    return every, photos.skipped, len({p.name.split("#")[0] for p in photos.photos})

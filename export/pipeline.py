@@ -19,7 +19,7 @@ from pinet_export.config import FP16_FILE, FP32_FILE, INT8_FILE, ExportSettings
 
 FP32, INT8, FP16 = "fp32", "int8", "fp16"   # the crops files' keys in ExportOutcome.files
 from pinet_export.convert import ExportError, convert_model, load_stage2_checkpoint
-from pinet_export.photos import bundled_samples_dir, calibration_crops, list_photos, parity_photos, ranking_photos
+from pinet_export.photos import CALIBRATION_DEGRADATIONS, bundled_samples_dir, calibration_crops, list_photos, parity_photos, ranking_photos
 from pinet_export.validate import (StepValidation, ValidationFailure, export_tool_errors, median_latency_ms,
                                    validate_fp16, validate_fp32, validate_int8)
 from pinet_runtime.files import publish, temporary_path
@@ -110,7 +110,8 @@ def _int8_step(outcome: ExportOutcome, settings: ExportSettings, prep, fp32_fina
     from pinet_export.quantize import AccuracySearch, choose_int8_types, quantize_int8
 
     final = outcome.out_dir / INT8_FILE
-    crops, calib_skipped, used = calibration_crops(calib_paths, prep, settings.calib_count)
+    degradations = CALIBRATION_DEGRADATIONS if settings.calib_degraded else ()
+    crops, calib_skipped, used = calibration_crops(calib_paths, prep, settings.calib_count, degradations)
     dirs = [str(d) for d in settings.calib_dirs] or [str(bundled_samples_dir())]
     if len(crops) == 0:  # an INT8 step failure; FP32/FP16 and the report still go ahead
         failed = StepValidation("int8", str(final))
@@ -119,7 +120,7 @@ def _int8_step(outcome: ExportOutcome, settings: ExportSettings, prep, fp32_fina
         outcome.validations.append(failed)
         return None, []
     types = choose_int8_types(flags, settings.int8_target)
-    source = {"directories": dirs, "photos": used, "skipped_files": calib_skipped,
+    source = {"directories": dirs, "photos": used, "degradations": list(degradations), "skipped_files": calib_skipped,
               "bundled_samples": not settings.calib_dirs}
     search = None
     if settings.accuracy_search:

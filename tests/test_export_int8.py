@@ -22,7 +22,7 @@ from pinet.cli.app import app  # noqa: E402
 from pinet.models import create_model, default_preprocessing  # noqa: E402
 from pinet_export.pipeline import run_export  # noqa: E402
 from pinet_export.config import ExportSettings  # noqa: E402
-from pinet_export.photos import bundled_samples_dir, list_photos  # noqa: E402
+from pinet_export.photos import CALIBRATION_DEGRADATIONS, bundled_samples_dir, list_photos  # noqa: E402
 from pinet_runtime import metadata as keys  # noqa: E402
 from pinet_runtime.preprocess import load_image, make_crops  # noqa: E402
 
@@ -108,7 +108,8 @@ def test_int8_passes_srcc_gate_on_real_photos(good_export):
     assert set(keys.REQUIRED_KEYS) <= set(meta) and meta[keys.PRECISION] == "int8"
     calibration = json.loads(meta[keys.CALIBRATION])
     assert calibration["format"] == "QDQ" and calibration["per_channel"] and calibration["photos"] == 8
-    assert calibration["crops"] == 40 and calibration["bundled_samples"] is True
+    assert calibration["crops"] == 8 * 4 * 5 and calibration["bundled_samples"] is True   # photos x qualities x crops
+    assert calibration["degradations"] == list(CALIBRATION_DEGRADATIONS)   # ranges cover poor photos too
     assert calibration["portable"] is True and calibration["reduce_range"] is True   # the default target
     search = calibration["accuracy_search"]
     assert search["final"]["srcc"] >= search["all_int8"]["srcc"] and len(search["fp32_nodes"]) <= 8

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pinet_export.photos import DEGRADATIONS, degrade, parity_photos, ranking_photos
+from pinet_export.photos import (CALIBRATION_DEGRADATIONS, DEGRADATIONS, calibration_crops, degrade, parity_photos,
+                                 ranking_photos)
 from pinet_export.quantize import choose_int8_types
 from pinet_runtime.cpu import cpu_flags
 from pinet_runtime.preprocess import Preprocessing, load_image
@@ -55,8 +56,39 @@ def test_degradations_are_deterministic_and_lower_detail(sample_photos):
         assert np.abs(first.astype(np.float32) - base).mean() > 1.0
     with pytest.raises(ValueError, match="unknown degradation"):
         degrade(image, "sepia")
+    with pytest.raises(ValueError, match="JPEG quality must be 1-95"):
+        degrade(image, "jpeg_q0")
     ranking = ranking_photos(sample_photos, PREP)
     assert len(ranking.photos) == 8 * (1 + len(DEGRADATIONS))
+
+
+def test_degradation_strength_is_read_from_the_name(sample_photos):
+    image = load_image(sample_photos[0], PREP)
+    base = np.asarray(image, dtype=np.float32)
+
+    def change(kind):
+        return float(np.abs(np.asarray(degrade(image, kind), dtype=np.float32) - base).mean())
+
+    # stronger settings change the pixels more, and the calibration set's differ from the gate's
+    assert change("gaussian_noise_s15") < change("gaussian_noise_s25")
+    assert change("gaussian_blur_r2") < change("gaussian_blur_r3")
+    assert change("jpeg_q20") < change("jpeg_q10")
+    assert not set(CALIBRATION_DEGRADATIONS) & set(DEGRADATIONS)
+
+
+def test_calibration_crops_include_degraded_versions_of_each_photo(sample_photos):
+    clean, skipped, used = calibration_crops(sample_photos[:2], PREP, 1000)
+    assert clean.shape == (10, 3, 32, 32) and used == 2 and skipped == []
+    varied, _, used = calibration_crops(sample_photos[:2], PREP, 1000, CALIBRATION_DEGRADATIONS)
+    assert varied.shape == (40, 3, 32, 32) and used == 2
+    # each photo's clean crops come first, then its degraded versions (noise: the last)
+    assert np.array_equal(varied[:5], clean[:5]) and np.array_equal(varied[20:25], clean[5:])
+    def detail(crops):   # mean difference of neighbouring pixels: blur lowers it, noise raises it
+        return float(np.abs(np.diff(crops, axis=-1)).mean())
+
+    assert detail(varied[5:10]) < detail(varied[:5]) < detail(varied[15:20])
+    capped, _, _ = calibration_crops(sample_photos[:2], PREP, 8, CALIBRATION_DEGRADATIONS)
+    assert len(capped) == 8 and np.array_equal(capped[0], varied[0]) and np.array_equal(capped[-1], varied[-1])
 
 
 def test_sort_nodes_topologically_restores_producer_order():

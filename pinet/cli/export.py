@@ -50,7 +50,10 @@ def export(
                                                "and the accuracy search; repeat for several (default: the bundled "
                                                "sample photos, plus a shared data folder's pristine photos, "
                                                f"{PRISTINE_DIR}, when present)"),
-    calib_count: int = typer.Option(256, "--calib-count", min=1, help="Calibration crops to use"),
+    calib_count: int = typer.Option(512, "--calib-count", min=1, help="Calibration crops to use"),
+    calib_degraded: bool = typer.Option(True, "--calib-degraded/--calib-clean-only",
+                                        help="Calibrate on the photos and blurred, JPEG-compressed and noisy "
+                                             "versions of them (ranges that cover poor photos too)"),
     calib_photos: int = typer.Option(48, "--calib-photos", min=1, help="At most this many calibration photos"),
     calib_method: CalibrationMethod = typer.Option(CalibrationMethod.minmax, "--calib-method",
                                                    help="onnxruntime's calibration method for INT8 ranges"),
@@ -92,7 +95,7 @@ def export(
         raise fail(str(err), EXIT_USAGE) from None
     calib_dirs = tuple(calib) if calib else default_calibration_dirs()
     settings = ExportSettings(out_dir=out, quantize=quantize, fp16=fp16, calib_dirs=calib_dirs,
-                              calib_count=calib_count, calib_photos=calib_photos, calib_method=calib_method.value,
+                              calib_count=calib_count, calib_degraded=calib_degraded, calib_photos=calib_photos, calib_method=calib_method.value,
                               int8_target=int8_target.value, accuracy_search=accuracy_search, search_photos=search_photos,
                               max_fp32_nodes=max_fp32_nodes, opset=opset, batch=fixed_batch, validate=not no_validate,
                               end_to_end=end_to_end, ort=ort,
