@@ -41,6 +41,9 @@ class _Islands:
         self.int8_types = _op_types_by_output(graph)
         self.float_weights = {init.name: init for init in fp32_graph.initializer}
         self.made: dict[str, str] = {}      # original tensor name -> its float tensor here
+        # Float copies an earlier keep_in_fp32 already made (a file with islands, given more):
+        # reused, never made twice under one name.
+        self.existing = {init.name for init in graph.initializer} | {out for node in graph.node for out in node.output}
 
     def revert(self, node) -> bool:
         inputs = [self.float_tensor(name, node) for name in self.fp32_nodes[node.name].input]
@@ -54,7 +57,9 @@ class _Islands:
         """The name of a float tensor equal to ``name`` of the FP32 graph, made if needed."""
         if not name or name in self.made:
             return self.made.get(name, name)
-        if name in self.float_weights:   # the quantizer may reuse the name for a DequantizeLinear output
+        if f"{name}.fp32" in self.existing:
+            self.made[name] = f"{name}.fp32"
+        elif name in self.float_weights:   # the quantizer may reuse the name for a DequantizeLinear output
             weight = type(self.float_weights[name])()
             weight.CopyFrom(self.float_weights[name])
             weight.name = f"{name}.fp32"

@@ -104,3 +104,40 @@ def test_fidelity_measure_compares_two_files_through_the_runtime(tmp_path, tiny_
     same = measure_fidelity(fp32, fp32, photos + [tmp_path / "missing.jpg"], timing_images=2)
     assert same["photos"] == len(photos) and len(same["skipped"]) == 1 and "missing.jpg" in same["skipped"][0]
     assert same["srcc"] == pytest.approx(1.0) and same["mean_abs_diff"] == 0.0 and same["speedup"] > 0
+
+
+def test_islands_added_to_a_file_that_has_islands_reuse_its_float_copies(tmp_path, tiny_onnx):
+    """keep_in_fp32 on a file that already has an FP32 island (more nodes kept later): the float
+    weights and activation copies it made are reused, so no tensor name is defined twice."""
+    import onnx
+    import onnxruntime as ort
+
+    from pinet_export.fp32_islands import keep_in_fp32
+
+    prep = tiny_onnx.TINY_PREPROCESSING
+    fp32 = _build_net(tmp_path / "model.onnx", tiny_onnx)
+    photos = list_photos(bundled_samples_dir())
+    crops, _, _ = calibration_crops(photos, prep, 64)
+    all_int8 = tmp_path / "all.int8.onnx"
+    quantize_int8(fp32, all_int8, crops, "minmax", choose_int8_types({}, "portable"), None, {})
+    fp32_graph = onnx.load(str(fp32)).graph
+    once = keep_in_fp32(onnx.load(str(all_int8)), fp32_graph, [FRAGILE])
+    twice = keep_in_fp32(once, fp32_graph, [FRAGILE, "conv1"])
+
+    for model in (once, twice):
+        names = [init.name for init in model.graph.initializer] + [o for n in model.graph.node for o in n.output]
+        assert len(names) == len(set(names))
+        onnx.checker.check_model(model)
+    assert {"conv1_w.fp32", "conv2_w.fp32"} <= {init.name for init in twice.graph.initializer}
+    producers = {o: n.op_type for n in twice.graph.node for o in n.output}
+    conv1 = next(node for node in twice.graph.node if node.name == "conv1")
+    assert producers.get(conv1.input[1]) is None and conv1.input[1] == "conv1_w.fp32"
+
+    def scores(model):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"crops": crops[:16]})[0]
+
+    reference = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, {"crops": crops[:16]})[0]
+    # all-INT8 loses the fragile conv; with it (and conv1) in FP32 the scores follow FP32 again
+    naive_error = np.abs(scores(onnx.load(str(all_int8))) - reference).mean()
+    assert np.abs(scores(twice) - reference).mean() < 0.2 * naive_error
