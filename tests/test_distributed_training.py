@@ -230,3 +230,38 @@ def test_two_process_finetune_writes_the_round_and_matches_one_process(replicas,
     assert [r["images"] for r in one] == [r["images"] for r in two] == [8] * 8
     for a, b in zip(one[:2], two[:2]):
         assert abs(a["loss"] - b["loss"]) <= LOSS_TOLERANCE, (a, b)
+
+
+@pytest.mark.slow
+def test_resuming_with_another_process_count_continues_the_same_run(runs):
+    """Batches are a function of (seed, step) at the global batch, so a checkpoint of 2 processes
+    resumes in 1 process (and the other way round) as the run it was: later steps' losses and the
+    final outputs within the tolerances of 1 vs 2 processes (module docstring)."""
+    import shutil
+
+    root, common = runs["root"], list(runs["common"])
+    common[common.index("--steps") + 1] = "8"     # a resumed run may extend --steps
+    resumed = {}
+    for name, source, nproc in (("one_more", "one", "1"), ("two_then_one", "two", "1"), ("one_then_two", "one", "2")):
+        shutil.copytree(root / source, root / name)
+        done = subprocess.run(_pretrain(*common, "--nproc-per-node", nproc, "--out", str(root / name), "--resume"),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "at step 6" in done.stderr.replace("\n", "")
+        log = [json.loads(line) for line in (root / name / "log.jsonl").read_text().splitlines()]
+        resumed[name] = ({r["step"]: r["loss"] for r in log if r["kind"] == "train"},
+                         load_checkpoint(root / name / "last.safetensors", stage=1))
+    reference_losses, reference = resumed["one_more"]
+    assert reference.header.training["step"] == 8 and sorted(reference_losses) == list(range(1, 9))
+    f0, f1 = _outputs(_initial_model(seed=4)), _outputs(reference.model)
+    moved = float((f1 - f0).abs().max())
+    for name in ("two_then_one", "one_then_two"):
+        losses, checkpoint = resumed[name]
+        assert checkpoint.header.training["step"] == 8
+        for step in (7, 8):
+            assert abs(losses[step] - reference_losses[step]) <= LOSS_TOLERANCE, (name, step)
+        apart = float((_outputs(checkpoint.model) - f1).abs().max())
+        assert apart <= OUTPUT_TOLERANCE * moved, (name, apart, moved)
+    two_then_one = read_header(root / "two_then_one" / "last.safetensors").training["info"]
+    assert "distributed" not in two_then_one                           # it now records 1 process
+    assert read_header(root / "one_then_two" / "last.safetensors").training["info"]["distributed"]["world_size"] == 2
