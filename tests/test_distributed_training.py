@@ -173,7 +173,7 @@ def test_batch_smaller_than_the_processes_is_refused_before_launching(sample_pho
     assert not (tmp_path / "run").exists()
 
 
-def test_options_that_pair_items_across_the_batch_are_refused_with_several_processes(tmp_path, monkeypatch):
+def test_head_only_training_is_refused_with_several_processes(tmp_path, monkeypatch):
     """Checked in each process (here: rank 0 of a pretend 2-process torchrun launch, stopped before
     it joins a group)."""
     from pinet_training.finetune import prepare_round
@@ -187,23 +187,26 @@ def test_options_that_pair_items_across_the_batch_are_refused_with_several_proce
     monkeypatch.setattr(distributed, "setup", lambda device: (distributed.Collective(
         distributed.context_from_env(), "gloo"), device))
     settings = FinetuneSettings(dataset="csv", root=tmp_path, out_dir=tmp_path / "run", variant="pinet_lite0",
-                                backbone_init="random", rank_weight=0.5, device="cpu", show_progress=False)
-    with pytest.raises(FinetuneError, match="--rank-weight cannot run in several processes yet"):
+                                backbone_init="random", train_head_only=True, device="cpu", show_progress=False)
+    with pytest.raises(FinetuneError, match="--train-head-only cannot run in several processes yet"):
         prepare_round(settings, dataset=None, round_index=0)
 
 
 @pytest.mark.slow
-def test_two_process_gradients_equal_the_one_process_gradient():
-    """One stage-2 step on a batch of 5 split 3 + 2: global BatchNorm statistics, the loss scaled by
-    each shard's share and averaged gradients give the full batch's gradient (measured 1.7e-8 of
-    the largest gradient)."""
-    port = 29500 + os.getpid() % 1000
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "helpers" / "two_process_gradients.py"), str(port)],
-                          capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("loss_kind", ["l1", "ranked"])
+def test_two_process_gradients_equal_the_one_process_gradient(loss_kind):
+    """One stage-2 step on a batch of 5 split 3 + 2: global BatchNorm statistics, and either the loss
+    scaled by each shard's share (l1) or the whole batch's loss on gathered rows (ranked: pairs
+    across shards, in float64), then averaged gradients give the full batch's gradient (measured:
+    l1 1.7e-8 of the largest gradient, ranked 4e-16)."""
+    port = 29500 + os.getpid() % 1000 + (7 if loss_kind == "ranked" else 0)
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "helpers" / "two_process_gradients.py"), str(port),
+                           loss_kind], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     measured = json.loads(done.stdout.strip().splitlines()[-1])
     assert measured["max_gradient"] > 0
-    assert measured["max_difference"] <= 1e-6 * measured["max_gradient"], measured
+    tolerance = 1e-6 if loss_kind == "l1" else 1e-12
+    assert measured["max_difference"] <= tolerance * measured["max_gradient"], measured
 
 
 @pytest.mark.slow

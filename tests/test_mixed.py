@@ -350,3 +350,27 @@ def test_cached_mix_draws_come_in_groups_of_one_reference():
             assert members.sum() <= MIX_GROUP and len(set(image[members] // 4)) == 1      # one reference
             assert len(set(view[members])) == 1 and len(set(crop[members])) == 1        # same window
             assert len(set(image[members])) == members.sum()                            # distinct images
+
+
+@pytest.mark.slow
+def test_two_process_mixed_run_with_ranking_matches_one_process(clive_like, synthetic, tmp_path):
+    """--mix-dataset and --rank-weight pair items of different shards: with 2 processes the loss is
+    computed on the gathered global batch, so the first steps' losses (each part) equal 1 process's
+    (later steps drift by rounding through Adam, as in tests/test_distributed_training.py)."""
+    common = ["--dataset", "clive", "--root", str(clive_like), "--mix-dataset", "synthetic", "--mix-root",
+              str(synthetic), "--mix-per-batch", "3", "--mix-eval-max-images", "4", "--rank-weight", "1",
+              "--epochs", "1", "--seed", "2", *TINY]
+    logs = {}
+    for nproc in ("1", "2"):
+        done = subprocess.run(_cli(*common, "--out", str(tmp_path / nproc), "--nproc-per-node", nproc),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        logs[nproc] = [json.loads(line) for line in (tmp_path / nproc / "log.jsonl").read_text().splitlines()]
+    assert logs["2"][0]["kind"] == "launch" and logs["2"][0]["world_size"] == 2
+    one, two = ([r for r in logs[n] if r["kind"] == "train"] for n in ("1", "2"))
+    assert len(one) == len(two) >= 2 and [r["images"] for r in one] == [r["images"] for r in two]
+    for a, b in zip(one[:2], two[:2]):
+        assert {"loss_primary", "loss_rank_primary", "loss_rank_mix"} <= set(a) and set(a) == set(b)
+        for key in ("loss", "loss_primary", "loss_rank_primary", "loss_rank_mix"):
+            assert abs(a[key] - b[key]) <= 2e-4, (key, a, b)
+    assert abs(one[0]["loss"] - one[1]["loss"]) > 2e-4       # the steps themselves differ: a real comparison

@@ -132,6 +132,21 @@ class Collective:
         torch.distributed.all_reduce(tensor)
         return {k: float(v) / total for k, v in zip(keys, tensor.tolist())}
 
+    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's rows of ``tensor`` (first axis), concatenated in rank order: the global
+        batch, since shards are contiguous in rank order. Differentiable: the gradient reaching this
+        process is that of its own rows, so a loss every process computes alike on the gathered
+        batch, multiplied by ``world_size``, gives the global gradient after average_gradients."""
+        if not self.enabled:
+            return tensor
+        sizes = self._gather_sizes(len(tensor))
+        return _GatherRows.apply(tensor, sizes, self.rank)
+
+    def _gather_sizes(self, local: int) -> list[int]:
+        gathered = [torch.zeros(1, dtype=torch.int64, device=self._device()) for _ in range(self.world_size)]
+        torch.distributed.all_gather(gathered, torch.tensor([local], dtype=torch.int64, device=self._device()))
+        return [int(size.item()) for size in gathered]
+
     def average_gradients(self, model: torch.nn.Module) -> None:
         """All-reduce the gradients as one flat buffer and divide by the world size (DDP's averaging)."""
         if not self.enabled:
@@ -204,6 +219,25 @@ def _die_with_launcher() -> None:
     expected = os.environ.get(LAUNCHER_PID_ENV)
     if expected is not None and os.getppid() != int(expected):   # it died before prctl took effect
         os._exit(1)
+
+
+class _GatherRows(torch.autograd.Function):
+    """all_gather of shards of unequal length (padded to the longest for the collective)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, sizes: list[int], rank: int) -> torch.Tensor:
+        ctx.start, ctx.stop = sum(sizes[:rank]), sum(sizes[:rank + 1])
+        longest = max(sizes)
+        padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+        padded[:len(tensor)] = tensor
+        parts = [torch.empty_like(padded) for _ in sizes]
+        torch.distributed.all_gather(parts, padded.contiguous())
+        return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        # Every process computed the same loss from the gathered rows: its own rows' gradient is exact.
+        return grad[ctx.start:ctx.stop], None, None
 
 
 # ----------------------------------------------------------------------------------------------

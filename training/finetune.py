@@ -84,14 +84,9 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
         raise FinetuneError(str(err)) from None
     collective, device = distributed.setup(device)
     if collective.enabled:
-        # Their losses pair items across the batch (a ranking) or train on cached features: not
-        # split into per-process shards here.
-        asked = (("--mix-dataset", mix is not None), ("--rank-weight", settings.rank_weight),
-                 ("--train-head-only", settings.train_head_only))
-        unsupported = [name for name, used in asked if used]
-        if unsupported:
-            raise FinetuneError(f"{', '.join(unsupported)} cannot run in several processes yet; "
-                                "use --nproc-per-node 1")
+        # Cached-feature batches are not split into per-process shards.
+        if settings.train_head_only:
+            raise FinetuneError("--train-head-only cannot run in several processes yet; use --nproc-per-node 1")
         if settings.batch_size < collective.world_size:
             raise FinetuneError(f"--batch-size {settings.batch_size} (the global batch) is smaller than the "
                                 f"{collective.world_size} processes sharing it")
@@ -256,16 +251,18 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
             loss.backward()
             run.optimizer.step()
             return {"loss": float(loss.detach()), "images": len(targets), **parts}
-        if local:   # the primary regression loss only (the pairing losses are refused with several processes)
-            loss, parts = mixed_loss(predictions, targets, source, weights)
-        else:       # an empty shard (its images were unreadable) still joins the collectives, adding nothing
-            loss, parts = predictions.sum() * 0.0, {"loss_primary": 0.0}
-        metrics = {"loss": float(loss.detach()), **parts}
+        # The ranking losses pair items of different shards: every process computes the loss of the
+        # whole gathered batch (an empty shard, its images unreadable, still joins with no rows).
+        loss, parts = mixed_loss(collective.gather_rows(predictions), collective.gather_rows(targets),
+                                 collective.gather_rows(source), weights,
+                                 None if groups is None else collective.gather_rows(groups))
+        if loss is None:
+            return {"images": total, **parts}
         run.optimizer.zero_grad(set_to_none=True)
-        (loss * collective.loss_scale(local, total)).backward()
+        (loss * collective.world_size).backward()
         collective.average_gradients(run.model)
         run.optimizer.step()
-        return {**collective.weighted_means(metrics, local, total), "images": total}
+        return {"loss": float(loss.detach()), "images": total, **parts}
 
     def validate() -> dict[str, float]:
         if prepared.cache is not None:

@@ -118,6 +118,15 @@ class MixedBatches:
         self.primary, self.mix = primary, mix
         self.steps_per_epoch = primary.steps_per_epoch     # epochs count the primary set
 
+    @property
+    def shard(self) -> tuple[int, int]:
+        """(rank, world size): each process loads its part of both sets' shares of every batch."""
+        return self.primary.shard
+
+    @shard.setter
+    def shard(self, value: tuple[int, int]) -> None:
+        self.primary.shard = self.mix.shard = value
+
     def __call__(self, step: int) -> dict:
         import torch
 
