@@ -173,25 +173,6 @@ def test_batch_smaller_than_the_processes_is_refused_before_launching(sample_pho
     assert not (tmp_path / "run").exists()
 
 
-def test_head_only_training_is_refused_with_several_processes(tmp_path, monkeypatch):
-    """Checked in each process (here: rank 0 of a pretend 2-process torchrun launch, stopped before
-    it joins a group)."""
-    from pinet_training.finetune import prepare_round
-    from pinet_training.finetune_report import FinetuneError
-    from pinet_training.finetune_settings import FinetuneSettings
-
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    import pinet_training.distributed as distributed
-
-    monkeypatch.setattr(distributed, "setup", lambda device: (distributed.Collective(
-        distributed.context_from_env(), "gloo"), device))
-    settings = FinetuneSettings(dataset="csv", root=tmp_path, out_dir=tmp_path / "run", variant="pinet_lite0",
-                                backbone_init="random", train_head_only=True, device="cpu", show_progress=False)
-    with pytest.raises(FinetuneError, match="--train-head-only cannot run in several processes yet"):
-        prepare_round(settings, dataset=None, round_index=0)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("loss_kind", ["l1", "ranked"])
 def test_two_process_gradients_equal_the_one_process_gradient(loss_kind):

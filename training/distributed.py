@@ -172,6 +172,11 @@ class Collective:
             for tensor in [*model.parameters(), *model.buffers()]:
                 torch.distributed.broadcast(tensor, src=0)
 
+    def wait_for_all(self) -> None:
+        """A barrier (no-op with one process)."""
+        if self.enabled:
+            torch.distributed.barrier()
+
     def finish(self) -> None:
         if self.enabled and torch.distributed.is_initialized():
             torch.distributed.barrier()

@@ -84,9 +84,6 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
         raise FinetuneError(str(err)) from None
     collective, device = distributed.setup(device)
     if collective.enabled:
-        # Cached-feature batches are not split into per-process shards.
-        if settings.train_head_only:
-            raise FinetuneError("--train-head-only cannot run in several processes yet; use --nproc-per-node 1")
         if settings.batch_size < collective.world_size:
             raise FinetuneError(f"--batch-size {settings.batch_size} (the global batch) is smaller than the "
                                 f"{collective.world_size} processes sharing it")
@@ -138,9 +135,15 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
         if mix is not None:
             mix_split = round_split(mix, 0, settings.split_seed, settings.val_fraction)
         if settings.train_head_only:
+            # Rank 0 computes the cache; the others open it once written (never two writers).
+            if not collective.is_main:
+                collective.wait_for_all()
             cache = build_head_cache(settings, model, prep, dataset, mix, mix_split, threads)
+            if collective.is_main:
+                collective.wait_for_all()
             batches = cache.batches(dataset, split.split.train, mix, settings.batch_size, seed,
                                     settings.images_per_epoch, settings.mix_per_batch, settings.mix_pairs)
+            batches.shard = collective.shard()
         else:
             batches = FinetuneBatches(dataset, split.split.train, prep, settings.batch_size - settings.mix_per_batch,
                                       settings.crops_per_image, settings.flip, seed, settings.images_per_epoch)

@@ -33,7 +33,7 @@ import numpy as np
 from pinet_runtime.errors import PinetError
 from pinet_runtime.files import atomic_path, write_text_atomic
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, preprocess
-from pinet_training.seeding import step_rng
+from pinet_training.seeding import shard_range, step_rng
 
 SCORE_FIELDS = ("score_name", "score_range", "higher_is_better")     # do not change a crop's pixels
 LEVELS = ("features", "taps")
@@ -230,6 +230,9 @@ class CachedBatches:
         self.seed = seed
         self.entries_per_epoch = min(len(rows), images_per_epoch or len(rows))
         self.steps_per_epoch = -(-self.entries_per_epoch // self.batch_size)
+        # (rank, world size): with several training processes each takes its contiguous part of
+        # every batch (primary then mix draws, in that order); the draws are the whole batch's.
+        self.shard = (0, 1)
 
     @staticmethod
     def _take(parts, rows, views, crops) -> list[np.ndarray]:
@@ -260,11 +263,13 @@ class CachedBatches:
             targets.append(self.mix_targets[picks])
             source.append(np.ones(self.mix_per_batch, np.int64))
             groups.append(mix_groups)
-        batch = {"features": tuple(torch.from_numpy(p) for p in parts),
-                 "targets": torch.from_numpy(np.concatenate(targets)),
-                 "source": torch.from_numpy(np.concatenate(source)), "skipped": []}
+        keep = shard_range(len(parts[0]), *self.shard)
+        part = slice(keep.start, keep.stop)
+        batch = {"features": tuple(torch.from_numpy(np.ascontiguousarray(p[part])) for p in parts),
+                 "targets": torch.from_numpy(np.concatenate(targets)[part]),
+                 "source": torch.from_numpy(np.concatenate(source)[part]), "skipped": []}
         if self.mix_members is not None:
-            batch["group"] = torch.from_numpy(np.concatenate(groups))
+            batch["group"] = torch.from_numpy(np.concatenate(groups)[part])
         return batch
 
     def _draw_mix(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
