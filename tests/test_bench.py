@@ -110,9 +110,10 @@ def test_the_timed_files_are_the_export_pipelines_and_a_rerun_reuses_them(tiny_r
     export_report = json.loads((model_dir / "report.json").read_text())   # written by pinet_export.pipeline
     assert export_report["validated"] is False and sorted(export_report["files"]) == ["fp32", "int8"]
     int8 = read_model_info(model_dir / "model.int8.onnx").calibration
-    # pinet export's defaults: up to 256 crops, i.e. every bundled photo's 5 crops; portable 7-bit
-    # weights; the accuracy search that keeps score-sensitive nodes in FP32.
-    assert int8["crops"] == 5 * len(sample_photos) and int8["photos"] == len(sample_photos)
+    # pinet export's defaults: up to 512 crops, i.e. every bundled photo's 5 crops at 4 qualities
+    # (as taken, blurred, JPEG, noisy); portable 7-bit weights; the accuracy search that keeps
+    # score-sensitive nodes in FP32.
+    assert int8["crops"] == 5 * 4 * len(sample_photos) and int8["photos"] == len(sample_photos)
     assert int8["method"] == "minmax" and int8["reduce_range"] is True
     assert int8["accuracy_search"]["max_fp32_nodes"] == 8
     written = {name: (model_dir / name).stat().st_mtime_ns for name in ("model.onnx", "model.int8.onnx")}
