@@ -80,6 +80,7 @@ class SearchResult:
     all_int8: Fidelity
     final: Fidelity
     kept_fp32: list[NodeSensitivity] = field(default_factory=list)
+    after_each: list[Fidelity] = field(default_factory=list)   # fidelity once kept_fp32[:i + 1] are FP32
     most_sensitive: list[NodeSensitivity] = field(default_factory=list)   # top of the ranking, for the report
     candidates: int = 0
     evaluations: int = 0
@@ -93,7 +94,8 @@ class SearchResult:
         return {
             "target_srcc": self.target.min_srcc, "max_fp32_nodes": self.target.max_fp32_nodes,
             "target_met": self.target_met, "all_int8": asdict(self.all_int8), "final": asdict(self.final),
-            "fp32_nodes": [asdict(node) for node in self.kept_fp32],
+            "fp32_nodes": [{**asdict(node), "srcc_after": fidelity.srcc, "crop_mse_after": fidelity.crop_mse}
+                           for node, fidelity in zip(self.kept_fp32, self.after_each)],
             "most_sensitive": [asdict(node) for node in self.most_sensitive],
             "candidates": self.candidates, "evaluations": self.evaluations, "seconds": round(self.seconds, 1),
         }
@@ -148,6 +150,7 @@ def search_fp32_nodes(candidates: list[tuple[str, str]], reference: np.ndarray,
         if fidelity.ordering() <= current.ordering():
             break   # no remaining node helps any more
         kept.append(node)
+        result.after_each.append(fidelity)
         remaining.remove(node)
         current = fidelity
     result.kept_fp32, result.final = kept, current

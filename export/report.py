@@ -112,8 +112,11 @@ def accuracy_search_lines(search: dict | None) -> list[str]:
              f"{'met' if search['target_met'] else 'NOT met'}; {search['evaluations']} models scored in "
              f"{search['seconds']} s).", ""]
     if search["fp32_nodes"]:
-        lines += ["| node kept in FP32 | op | share of the all-INT8 crop error it removes alone |", "|---|---|---|"]
-        lines += [f"| {n['name']} | {n['op_type']} | {n['error_share']:.1%} |" for n in search["fp32_nodes"]]
+        # SRCC after each node: a user trading fidelity for speed can pick --max-fp32-nodes from it.
+        lines += ["| node kept in FP32 (in order) | op | share of the all-INT8 crop error it removes alone | "
+                  "search SRCC once kept |", "|---|---|---|---|"]
+        lines += [f"| {n['name']} | {n['op_type']} | {n['error_share']:.1%} | {n.get('srcc_after', float('nan')):.4f} |"
+                  for n in search["fp32_nodes"]]
     return lines
 
 

@@ -40,7 +40,12 @@ def test_fragile_nodes_are_found_first_and_the_search_stops_at_the_target():
     helpful = sum(node.error_share > 0 for node in result.most_sensitive)
     assert helpful == 2                                  # the tiny errors happen to cancel: no gain alone
     assert result.evaluations == 1 + 4 + 2 + 1           # all-INT8, one per node, then 2 and 1 re-measured
-    assert result.to_dict()["fp32_nodes"][0]["name"] == "stem"
+    kept = result.to_dict()["fp32_nodes"]
+    assert [node["name"] for node in kept] == ["stem", "head"]
+    # the trajectory: fidelity after the stem alone, then after both (the final one)
+    stem_only = Fidelity.measure(REFERENCE, sim.score(["stem"]))
+    assert kept[0]["srcc_after"] == stem_only.srcc < 0.99 <= kept[1]["srcc_after"] == result.final.srcc
+    assert kept[1]["crop_mse_after"] == result.final.crop_mse < kept[0]["crop_mse_after"]
 
 
 def test_no_search_when_all_int8_already_meets_the_target():

@@ -66,7 +66,11 @@ def export(
                                               "FP32 on the calibration photos"),
     search_photos: int = typer.Option(16, "--search-photos", min=1, help="Calibration photos (each at 4 "
                                       "qualities) scored by the accuracy search"),
-    max_fp32_nodes: int = typer.Option(8, "--max-fp32-nodes", min=0, help="At most this many nodes kept in FP32"),
+    max_fp32_nodes: int = typer.Option(8, "--max-fp32-nodes", min=0, help="At most this many nodes kept in FP32 "
+                                       "(the report lists the search SRCC after each one: fewer is faster)"),
+    search_target_srcc: float = typer.Option(0.995, "--search-target-srcc", min=0.5, max=1.0,
+                                             help="The accuracy search stops once INT8 vs FP32 per-image SRCC on "
+                                                  "the search photos reaches this"),
     opset: Optional[int] = typer.Option(None, "--opset", min=18, help="ONNX opset (default 18, the dynamo floor)"),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size N"),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the validation gates"),
@@ -97,7 +101,7 @@ def export(
     settings = ExportSettings(out_dir=out, quantize=quantize, fp16=fp16, calib_dirs=calib_dirs,
                               calib_count=calib_count, calib_degraded=calib_degraded, calib_photos=calib_photos, calib_method=calib_method.value,
                               int8_target=int8_target.value, accuracy_search=accuracy_search, search_photos=search_photos,
-                              max_fp32_nodes=max_fp32_nodes, opset=opset, batch=fixed_batch, validate=not no_validate,
+                              max_fp32_nodes=max_fp32_nodes, search_target_srcc=search_target_srcc, opset=opset, batch=fixed_batch, validate=not no_validate,
                               end_to_end=end_to_end, ort=ort,
                               validation_dirs=tuple(d for d in (PRISTINE_DIR, CAMERA_DIR) if d.is_dir()))
     with reported_errors(), stderr.status("exporting") as status:
