@@ -229,8 +229,8 @@ def test_onnx_eval_engine_scores_like_torch(clive_like):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("level,last_stage", [("features", False), ("taps", False), ("taps", True)])
-def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp_path, level, last_stage):
+@pytest.mark.parametrize("level,stages", [("features", 0), ("taps", 0), ("taps", 1), ("taps", 2)])
+def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp_path, level, stages):
     from dataclasses import replace
 
     from pinet_training.checkpoint_evaluation import evaluate_checkpoint, sample_id
@@ -245,7 +245,7 @@ def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp
     settings = _settings(clive_like, synthetic, tmp_path / "run", init=str(init), variant=None, backbone_init="auto",
                          resize_short_side="72", train_head_only=True, mix_train_images=4,
                          feature_cache=tmp_path / "cache", epochs=3, cache_level=level,
-                         train_last_stage=last_stage)
+                         train_last_stages=stages)
     results, _ = run_finetune(settings, lambda _: None)
     descriptors = sorted((tmp_path / "cache").glob("*.json"))
     assert len(descriptors) == 3                               # primary, mix held-out, mix train subset
@@ -256,9 +256,13 @@ def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp
     best = load_checkpoint(tmp_path / "run" / "best.safetensors", stage=2)
     trained = best.model.state_dict()
     fixed = ("backbone.", "staircase.") if level == "features" else ("backbone.",)
-    last = tuple(f"backbone.blocks.{i}." for i in range(11, 16)) if last_stage else ("-",)     # Lite0's f4 -> f5
+    first_trained = {0: 16, 1: 11, 2: 5}[stages]       # Lite0's blocks: f3 -> f4 = 5-10, f4 -> f5 = 11-15
+    last = tuple(f"backbone.blocks.{i}." for i in range(first_trained, 16)) or ("-",)
     assert all(torch.equal(trained[k], start[k]) for k in trained if k.startswith(fixed) and not k.startswith(last))
-    if last_stage:
+    if stages == 2:    # the f3 -> f4 blocks train as well as the last stage
+        assert any(not torch.equal(trained[k], start[k]) for k in trained if k.startswith("backbone.blocks.5."))
+        assert all(torch.equal(trained[k], start[k]) for k in trained if k.startswith("backbone.blocks.4."))
+    if stages:
         changed = [k for k in trained if k.startswith(last) and not torch.equal(trained[k], start[k])]
         assert changed and not any(k.endswith(("running_mean", "running_var")) for k in changed)   # BN stays eval
     assert any(not torch.equal(trained[k], start[k]) for k in trained if k.startswith("quality_branch."))
@@ -270,7 +274,7 @@ def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp
     primary = next(parts for parts in map(open_cache, descriptors) if len(parts[0]) == len(dataset))
     assert primary[0].shape[:3] == (len(dataset), 2, 5)       # mirrored view (--flip), 5 contract crops
     ids = [sample_id(s, dataset) for s in dataset.samples]
-    layout = CacheLayout(level, train_last_stage=last_stage)
+    layout = CacheLayout(level, train_last_stages=stages)
     cached = head_scores(best.model.eval(), primary, layout, [ids.index(i) for i in full.ids])
     tolerance = 1e-5 if level == "features" else 2e-3
     assert np.abs(cached - np.array(full.predictions)).max() < tolerance

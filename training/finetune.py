@@ -179,7 +179,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     if settings.eval_engine != "torch":
         compared["eval_engine"] = settings.eval_engine
     for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last", "train_head_only",
-                "mix_train_images", "fresh_head", "train_last_stage"):
+                "mix_train_images", "fresh_head", "train_last_stages"):
         if getattr(settings, key):
             compared[key] = getattr(settings, key)
     if settings.mix_pairs != "any":

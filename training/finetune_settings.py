@@ -9,7 +9,7 @@ from pathlib import Path
 from pinet_training.datasets import CsvScale, DatasetError, IQADataset, load_dataset
 from pinet_training.checkpoint_evaluation import DEFAULT_EVAL_BATCH, sample_id
 from pinet_training.finetune_report import FinetuneError
-from pinet_training.head_cache import LEVELS
+from pinet_training.head_cache import LEVELS, TRAINABLE_STAGES
 
 LOSSES = ("l1", "mse")
 MIX_PAIRS = ("any", "within-reference")   # which mix pairs the ranking loss compares (--mix-pairs)
@@ -65,7 +65,7 @@ class FinetuneSettings:
     feature_cache: Path | None = None      # where --train-head-only keeps them (default OUT/feature_cache)
     cache_level: str = "features"          # --train-head-only: cache R (staircase fixed) or the taps (it trains)
     mix_pairs: str = "any"                 # any | within-reference: which mix pairs the ranking loss compares
-    train_last_stage: bool = False         # --cache-level taps: the backbone's last stage (f4 -> f5) trains too
+    train_last_stages: int = 0             # --cache-level taps: the backbone's last 1 (f4 -> f5) or 2 (f3 -> f5) stages train too
     fresh_head: bool = False               # only the backbone from --init; staircase, branches, regressor random
     mix_train_images: int | None = None    # --train-head-only: a fixed subset of the mix set's training images
 
@@ -132,9 +132,11 @@ def check_settings(settings: FinetuneSettings) -> None:
         raise FinetuneError(f"--cache-level must be one of {', '.join(LEVELS)}, got {settings.cache_level!r}")
     if settings.cache_level != "features" and not settings.train_head_only:
         raise FinetuneError("--cache-level only applies with --train-head-only")
-    if settings.train_last_stage and not (settings.train_head_only and settings.cache_level == "taps"):
-        raise FinetuneError("--train-last-stage needs --train-head-only --cache-level taps (f5 is recomputed "
-                            "from the cached f4)")
+    if settings.train_last_stages not in TRAINABLE_STAGES:
+        raise FinetuneError(f"--train-last-stages must be one of {TRAINABLE_STAGES}, got {settings.train_last_stages}")
+    if settings.train_last_stages and not (settings.train_head_only and settings.cache_level == "taps"):
+        raise FinetuneError("--train-last-stage(s) needs --train-head-only --cache-level taps (the stages' taps are "
+                            "recomputed from the cached tap before them)")
     if settings.mix_train_images is not None and not settings.train_head_only:
         raise FinetuneError("--mix-train-images only applies with --train-head-only")
     if settings.mix_pairs not in MIX_PAIRS:

@@ -43,6 +43,7 @@ MIX_GROUP = 3                  # mix images drawn together from one group (--mix
 class CacheError(PinetError):
     """An image of the cache could not be read, or a cache file is unusable (the message names it)."""
 
+TRAINABLE_STAGES = (0, 1, 2)   # backbone stages --train-head-only --cache-level taps can train
 
 @dataclass(frozen=True)
 class CacheLayout:
@@ -50,13 +51,23 @@ class CacheLayout:
 
     level: str = "features"
     mirrored: bool = False
-    train_last_stage: bool = False     # taps only: f5 is recomputed from cached f4 by the trained last stage
+    # taps only: the backbone's last N stages train, recomputing taps f5 (N = 1) or f4 and f5 (N = 2)
+    # from the cached tap before them
+    train_last_stages: int = 0
 
     def __post_init__(self):
         if self.level not in LEVELS:
             raise ValueError(f"cache level must be one of {', '.join(LEVELS)}, got {self.level!r}")
-        if self.train_last_stage and self.level != "taps":
-            raise ValueError("training the backbone's last stage needs the taps cache level")
+        if self.train_last_stages not in TRAINABLE_STAGES:
+            raise ValueError(f"the backbone stages to train must be one of {TRAINABLE_STAGES}, "
+                             f"got {self.train_last_stages}")
+        if self.train_last_stages and self.level != "taps":
+            raise ValueError("training the backbone's last stages needs the taps cache level")
+
+    def trained_backbone_modules(self, backbone) -> list:
+        """The backbone modules this layout trains (the last ``train_last_stages`` stages)."""
+        taps = range(len(backbone.tap_channels) + 1 - self.train_last_stages, len(backbone.tap_channels) + 1)
+        return [module for tap in taps for module in backbone.stage_modules(tap)]
 
     @property
     def frozen_prefixes(self) -> tuple[str, ...]:
@@ -80,10 +91,13 @@ class CacheLayout:
         """Scores of cached crops (a tuple of tensors, one per cached array)."""
         if self.level == "features":
             return model.forward_head(parts[0])
-        parts = tuple(parts)
-        if self.train_last_stage:
-            parts = (*parts[:4], model.backbone.last_stage(parts[3]))
-        return model.forward_head(model.staircase(parts))
+        parts = list(parts)
+        for tap in range(len(parts) + 1 - self.train_last_stages, len(parts) + 1):   # 1-based taps
+            x = parts[tap - 2]
+            for module in model.backbone.stage_modules(tap):
+                x = module(x)
+            parts[tap - 1] = x
+        return model.forward_head(model.staircase(tuple(parts)))
 
 
 def fixed_subset(indices: Sequence[int], count: int | None, stream: int) -> tuple[int, ...]:

@@ -19,14 +19,14 @@ STREAM_MIX_HELDOUT = 7           # the same draw as finetune_report.mix_heldout_
 
 def cache_layout(settings) -> CacheLayout:
     """The cache layout a run's settings ask for (mirrored view with --flip)."""
-    return CacheLayout(settings.cache_level, mirrored=settings.flip, train_last_stage=settings.train_last_stage)
+    return CacheLayout(settings.cache_level, mirrored=settings.flip, train_last_stages=settings.train_last_stages)
 
 
 def freeze_untrained(model, layout: CacheLayout) -> list:
     """requires_grad only for the modules the layout trains; returns the frozen modules (eval mode).
 
-    With ``layout.train_last_stage`` the backbone's last stage trains its weights, but stays in
-    eval mode (its BatchNorm statistics are the init's), like the rest of the backbone."""
+    With ``layout.train_last_stages`` the backbone's last stages train their weights, but stay in
+    eval mode (their BatchNorm statistics are the init's), like the rest of the backbone."""
     frozen = []
     for name, module in model.named_children():
         if name not in layout.trained_modules:
@@ -34,8 +34,8 @@ def freeze_untrained(model, layout: CacheLayout) -> list:
                 parameter.requires_grad_(False)
             module.eval()
             frozen.append(module)
-    if layout.train_last_stage:
-        for module in model.backbone.last_stage_modules():
+    if layout.train_last_stages:
+        for module in layout.trained_backbone_modules(model.backbone):
             for parameter in module.parameters():
                 parameter.requires_grad_(True)
     return frozen

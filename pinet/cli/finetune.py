@@ -89,7 +89,9 @@ def finetune(
                                        "--train-head-only)"),
     train_last_stage: bool = typer.Option(False, "--train-last-stage", help="--cache-level taps: the backbone's "
                                           "last stage (tap f4 -> f5) trains too, from the cached f4 (BatchNorm "
-                                          "statistics stay the init's)"),
+                                          "statistics stay the init's); the same as --train-last-stages 1"),
+    train_last_stages: int = typer.Option(0, "--train-last-stages", min=0, max=2, help="--cache-level taps: the "
+                                          "backbone's last N stages train too (2: f3 -> f4 -> f5, from the cached f3)"),
     fresh_head: bool = typer.Option(False, "--fresh-head", help="Take only the backbone from --init; staircase, "
                                     "branches and regressor start from seeded random weights"),
     mix_train_images: Optional[int] = typer.Option(None, "--mix-train-images", min=1, help="--train-head-only: "
@@ -145,7 +147,8 @@ def finetune(
         rank_weight=rank_weight, mix_eval_max_images=mix_eval_max_images,
         freeze_backbone_stages=freeze_backbone_stages, train_on_all=train_on_all, eval_engine=eval_engine.value,
         channels_last=channels_last, train_head_only=train_head_only, feature_cache=feature_cache,
-        cache_level=cache_level.value, fresh_head=fresh_head, train_last_stage=train_last_stage,
+        cache_level=cache_level.value, fresh_head=fresh_head,
+        train_last_stages=max(train_last_stages, int(train_last_stage)),
         mix_pairs=mix_pairs.value,
         mix_train_images=mix_train_images, nproc_per_node=nproc_per_node)
     run_in_processes(nproc_per_node, run_finetuning, settings)

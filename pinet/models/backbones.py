@@ -36,9 +36,13 @@ class ResNetTaps(nn.Module):
         f5 = self.layer4(f4)
         return f1, f2, f3, f4, f5
 
+    def stage_modules(self, tap: int) -> list[nn.Module]:
+        """The modules that turn tap ``tap - 1`` into tap ``tap`` (taps 1-5; here 4 or 5)."""
+        return {4: [self.layer3], 5: [self.layer4]}[tap]
+
     def last_stage_modules(self) -> list[nn.Module]:
         """The modules that turn tap f4 into f5."""
-        return [self.layer4]
+        return self.stage_modules(5)
 
     def last_stage(self, f4: torch.Tensor) -> torch.Tensor:
         return self.layer4(f4)
@@ -135,9 +139,13 @@ class Lite0Taps(EfficientNetLite0):
                 taps.append(x)
         return tuple(taps)
 
+    def stage_modules(self, tap: int) -> list[nn.Module]:
+        """The blocks that turn tap ``tap - 1`` into tap ``tap`` (taps 2-5)."""
+        return list(self.blocks[_LITE0_TAP_BLOCKS[tap - 2] + 1:_LITE0_TAP_BLOCKS[tap - 1] + 1])
+
     def last_stage_modules(self) -> list[nn.Module]:
         """The blocks that turn tap f4 into f5 (the stride-32 stages)."""
-        return list(self.blocks[_LITE0_TAP_BLOCKS[3] + 1:_LITE0_TAP_BLOCKS[4] + 1])
+        return self.stage_modules(5)
 
     def last_stage(self, f4: torch.Tensor) -> torch.Tensor:
         for block in self.last_stage_modules():

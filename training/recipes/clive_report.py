@@ -33,8 +33,9 @@ def cache_of(checkpoint: Path):
     dataset = load_dataset(primary["name"], primary["root"])
     mix_set = load_dataset(mix["name"], mix["root"])
     heldout = fixed_subset(round_split(mix_set, 0, 0, 0.15).split.test, mix["heldout_images"], STREAM_MIX_HELDOUT)
-    last_stage = bool(loaded.header.training["settings"].get("train_last_stage"))
-    layout = CacheLayout(info.get("cache_level") or "features", train_last_stage=last_stage)
+    settings = loaded.header.training["settings"]
+    stages = settings.get("train_last_stages", int(bool(settings.get("train_last_stage"))))   # older runs: a flag
+    layout = CacheLayout(info.get("cache_level") or "features", train_last_stages=stages)
     cache = HeadCache(layout=layout, primary=open_cache(files[0]),
                       mix_heldout=heldout, mix_heldout_parts=open_cache(files[1]))
     return loaded, dataset, mix_set, cache
