@@ -33,11 +33,14 @@ echo "$SYNTH_SHA256  $SYNTH_INIT" | sha256sum --check --quiet
 # fidelity ranking on CLIVE MOS/100, fidelity ranking of the synthetic crops only against images
 # of the SAME reference (--mix-pairs within-reference), weight $MIX_WEIGHT.
 MIX_WEIGHT=${MIX_WEIGHT:-0.5}
+# LAST_STAGES=2 also trains the stage before (f3 -> f4): run D of docs/experiments.md, better on 6 of
+# 10 splits so far, not yet the shipped model (use another RUNS directory for it).
+LAST_STAGES=${LAST_STAGES:-1}
 COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side 384
         --train-head-only --cache-level taps --fresh-head --feature-cache "$RUNS/taps_cache"
         --mix-dataset synthetic --mix-root "$RUNS/synth" --mix-per-batch 12 --mix-train-images 400
         --mix-eval-max-images 540 --mix-pairs within-reference --rank-weight 1 --mix-weight "$MIX_WEIGHT"
-        --train-last-stage --batch-size 48 --lr-backbone 1e-4 --lr-head 1e-3 --checkpoint-every 100
+        --train-last-stages "$LAST_STAGES" --batch-size 48 --lr-backbone 1e-4 --lr-head 1e-3 --checkpoint-every 100
         --workers 0 --threads 1 --no-progress)
 
 # 2. Ten seeded 80/20 splits of the 930 photos (anchors left out); the epoch (1-16) is chosen on
