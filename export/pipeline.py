@@ -19,7 +19,8 @@ from pinet_export.config import FP16_FILE, FP32_FILE, INT8_FILE, ExportSettings
 
 FP32, INT8, FP16 = "fp32", "int8", "fp16"   # the crops files' keys in ExportOutcome.files
 from pinet_export.convert import ExportError, convert_model, load_stage2_checkpoint
-from pinet_export.photos import CALIBRATION_DEGRADATIONS, bundled_samples_dir, calibration_crops, list_photos, parity_photos, ranking_photos
+from pinet_export.photos import (CALIBRATION_DEGRADATIONS, bundled_samples_dir, calibration_crops, list_photos,
+                                 parity_photos, ranking_photos)
 from pinet_export.validate import (StepValidation, ValidationFailure, export_tool_errors, median_latency_ms,
                                    validate_fp16, validate_fp32, validate_int8)
 from pinet_runtime.files import publish, temporary_path
@@ -120,8 +121,8 @@ def _int8_step(outcome: ExportOutcome, settings: ExportSettings, prep, fp32_fina
         outcome.validations.append(failed)
         return None, []
     types = choose_int8_types(flags, settings.int8_target)
-    source = {"directories": dirs, "photos": used, "degradations": list(degradations), "skipped_files": calib_skipped,
-              "bundled_samples": not settings.calib_dirs}
+    source = {"directories": dirs, "photos": used, "degradations": list(degradations),
+              "skipped_files": calib_skipped, "bundled_samples": not settings.calib_dirs}
     search = None
     if settings.accuracy_search:
         search = AccuracySearch(ranking_photos(spread(calib_paths, settings.search_photos), prep).photos,

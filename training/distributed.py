@@ -132,15 +132,16 @@ class Collective:
         torch.distributed.all_reduce(tensor)
         return {k: float(v) / total for k, v in zip(keys, tensor.tolist())}
 
-    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Every process's rows of ``tensor`` (first axis), concatenated in rank order: the global
-        batch, since shards are contiguous in rank order. Differentiable: the gradient reaching this
-        process is that of its own rows, so a loss every process computes alike on the gathered
-        batch, multiplied by ``world_size``, gives the global gradient after average_gradients."""
+    def gather_rows(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Every process's rows of each tensor (first axis, the same count in each), concatenated
+        in rank order: the global batch, since shards are contiguous in rank order. Differentiable:
+        the gradient reaching this process is that of its own rows, so a loss every process computes
+        alike on the gathered batch, multiplied by ``world_size``, gives the global gradient after
+        average_gradients."""
         if not self.enabled:
-            return tensor
-        sizes = self._gather_sizes(len(tensor))
-        return _GatherRows.apply(tensor, sizes, self.rank)
+            return tensors
+        sizes = self._gather_sizes(len(tensors[0]))     # one exchange of the shard sizes for all
+        return tuple(_GatherRows.apply(tensor, sizes, self.rank) for tensor in tensors)
 
     def _gather_sizes(self, local: int) -> list[int]:
         gathered = [torch.zeros(1, dtype=torch.int64, device=self._device()) for _ in range(self.world_size)]

@@ -256,9 +256,8 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
             return {"loss": float(loss.detach()), "images": len(targets), **parts}
         # The ranking losses pair items of different shards: every process computes the loss of the
         # whole gathered batch (an empty shard, its images unreadable, still joins with no rows).
-        loss, parts = mixed_loss(collective.gather_rows(predictions), collective.gather_rows(targets),
-                                 collective.gather_rows(source), weights,
-                                 None if groups is None else collective.gather_rows(groups))
+        rows = collective.gather_rows(predictions, targets, source, *([] if groups is None else [groups]))
+        loss, parts = mixed_loss(*rows[:3], weights, rows[3] if groups is not None else None)
         if loss is None:
             return {"images": total, **parts}
         run.optimizer.zero_grad(set_to_none=True)

@@ -64,10 +64,14 @@ class CacheLayout:
         if self.train_last_stages and self.level != "taps":
             raise ValueError("training the backbone's last stages needs the taps cache level")
 
+    def recomputed_taps(self, tap_count: int) -> range:
+        """The 1-based taps the trained backbone stages recompute (the last ``train_last_stages``)."""
+        return range(tap_count + 1 - self.train_last_stages, tap_count + 1)
+
     def trained_backbone_modules(self, backbone) -> list:
         """The backbone modules this layout trains (the last ``train_last_stages`` stages)."""
-        taps = range(len(backbone.tap_channels) + 1 - self.train_last_stages, len(backbone.tap_channels) + 1)
-        return [module for tap in taps for module in backbone.stage_modules(tap)]
+        return [module for tap in self.recomputed_taps(len(backbone.tap_channels))
+                for module in backbone.stage_modules(tap)]
 
     @property
     def frozen_prefixes(self) -> tuple[str, ...]:
@@ -92,7 +96,7 @@ class CacheLayout:
         if self.level == "features":
             return model.forward_head(parts[0])
         parts = list(parts)
-        for tap in range(len(parts) + 1 - self.train_last_stages, len(parts) + 1):   # 1-based taps
+        for tap in self.recomputed_taps(len(parts)):
             x = parts[tap - 2]
             for module in model.backbone.stage_modules(tap):
                 x = module(x)

@@ -99,9 +99,11 @@ def export(
         raise fail(str(err), EXIT_USAGE) from None
     calib_dirs = tuple(calib) if calib else default_calibration_dirs()
     settings = ExportSettings(out_dir=out, quantize=quantize, fp16=fp16, calib_dirs=calib_dirs,
-                              calib_count=calib_count, calib_degraded=calib_degraded, calib_photos=calib_photos, calib_method=calib_method.value,
+                              calib_count=calib_count, calib_degraded=calib_degraded, calib_photos=calib_photos,
+                              calib_method=calib_method.value,
                               int8_target=int8_target.value, accuracy_search=accuracy_search, search_photos=search_photos,
-                              max_fp32_nodes=max_fp32_nodes, search_target_srcc=search_target_srcc, opset=opset, batch=fixed_batch, validate=not no_validate,
+                              max_fp32_nodes=max_fp32_nodes, search_target_srcc=search_target_srcc, opset=opset,
+                              batch=fixed_batch, validate=not no_validate,
                               end_to_end=end_to_end, ort=ort,
                               validation_dirs=tuple(d for d in (PRISTINE_DIR, CAMERA_DIR) if d.is_dir()))
     with reported_errors(), stderr.status("exporting") as status:

@@ -40,13 +40,6 @@ class ResNetTaps(nn.Module):
         """The modules that turn tap ``tap - 1`` into tap ``tap`` (taps 1-5; here 4 or 5)."""
         return {4: [self.layer3], 5: [self.layer4]}[tap]
 
-    def last_stage_modules(self) -> list[nn.Module]:
-        """The modules that turn tap f4 into f5."""
-        return self.stage_modules(5)
-
-    def last_stage(self, f4: torch.Tensor) -> torch.Tensor:
-        return self.layer4(f4)
-
 
 # EfficientNet-Lite0: (repeats, kernel, stride, expand ratio, out channels) per stage.
 _LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
@@ -142,15 +135,6 @@ class Lite0Taps(EfficientNetLite0):
     def stage_modules(self, tap: int) -> list[nn.Module]:
         """The blocks that turn tap ``tap - 1`` into tap ``tap`` (taps 2-5)."""
         return list(self.blocks[_LITE0_TAP_BLOCKS[tap - 2] + 1:_LITE0_TAP_BLOCKS[tap - 1] + 1])
-
-    def last_stage_modules(self) -> list[nn.Module]:
-        """The blocks that turn tap f4 into f5 (the stride-32 stages)."""
-        return self.stage_modules(5)
-
-    def last_stage(self, f4: torch.Tensor) -> torch.Tensor:
-        for block in self.last_stage_modules():
-            f4 = block(f4)
-        return f4
 
 
 def lite0_key(source_key: str) -> str:

@@ -45,10 +45,10 @@ def gradients(rank: int, world: int, port: int, out: str, loss_kind: str) -> Non
         if collective.enabled:
             loss = loss * collective.loss_scale(len(keep), BATCH)
     else:
-        every = collective.gather_rows(predictions)
+        every, every_target = collective.gather_rows(predictions, targets[keep.start:keep.stop])
         assert every.shape == (BATCH,)
-        loss, _ = mixed_loss(every, collective.gather_rows(targets[keep.start:keep.stop]),
-                             torch.zeros(BATCH, dtype=torch.int64), LossWeights("l1", rank_weight=1.0))
+        loss, _ = mixed_loss(every, every_target, torch.zeros(BATCH, dtype=torch.int64),
+                             LossWeights("l1", rank_weight=1.0))
         loss = loss * collective.world_size
     loss.backward()
     collective.average_gradients(model)
