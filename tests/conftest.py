@@ -67,6 +67,24 @@ def blocked_imports():
     return _helper_module("blocked_imports")
 
 
+@pytest.fixture(scope="session")
+def mixed_sets():
+    """Tiny stage-2 data builders and shared finetune options (tests/helpers/mixed_sets.py)."""
+    return _helper_module("mixed_sets")
+
+
+@pytest.fixture(scope="module")
+def clive_like(tmp_path_factory, sample_photos, mixed_sets) -> Path:
+    """A CLIVE-layout MOS set (18 photos + 1 anchor) made from the bundled photos."""
+    return mixed_sets.write_clive_like(tmp_path_factory.mktemp("clive"), sample_photos)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory, sample_photos, mixed_sets) -> Path:
+    """A synthetic pseudo-MOS set (4 references x 3 blur levels) made from the bundled photos."""
+    return mixed_sets.write_synthetic(tmp_path_factory.mktemp("synth"), sample_photos)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """On the shared 2-core machines torch's 2-thread spin-waiting made a tiny forward pass ~50x

@@ -1,83 +1,19 @@
 """Stage 2 on two datasets at once (a CLIVE-like MOS set + a synthetic pseudo-MOS set): batches
 mix both, the synthetic part only ranks within itself, the checkpoint states both datasets and the
-output's meaning, a SIGKILLed run resumes to the same weights. Tiny Lite0, 64 px crops, made here."""
+output's meaning, a SIGKILLed run resumes to the same weights. Tiny Lite0, 64 px crops; the data
+comes from the clive_like/synthetic fixtures (tests/helpers/mixed_sets.py)."""
 
-import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageFilter
 
 from pinet.checkpoint import load_checkpoint, read_header
 from pinet_training.datasets import load_dataset
-
-TINY = ["--variant", "pinet_lite0", "--backbone-init", "random", "--crop-size", "64", "--resize-short-side", "72",
-        "--batch-size", "6", "--crops-per-image", "1", "--lr-backbone", "1e-3", "--lr-head", "1e-3",
-        "--workers", "0", "--threads", "1", "--val-fraction", "0.25", "--no-progress"]
-
-
-def _small(photo: Path, radius: float) -> Image.Image:
-    image = Image.open(photo).convert("RGB")
-    image = image.resize((round(image.width * 72 / image.height), 72), Image.Resampling.BICUBIC)
-    return image.filter(ImageFilter.GaussianBlur(radius)) if radius else image
-
-
-@pytest.fixture(scope="module")
-def clive_like(tmp_path_factory, sample_photos) -> Path:
-    """scores.csv with path,score,score_std,role (MOS 0-100) + one anchor row, as in the shared folder."""
-    root = tmp_path_factory.mktemp("clive")
-    (root / "images").mkdir()
-    rows = []
-    for index, photo in enumerate(sample_photos[:6]):
-        for level in range(3):
-            name = f"images/{index}_{level}.jpg"
-            _small(photo, 1.5 * level).save(root / name, quality=90)
-            rows.append([name, f"{85 - 25 * level + index:.1f}", "12.0", "train"])
-    _small(sample_photos[6], 0).save(root / "images" / "training_t1.jpg")
-    rows.append(["images/training_t1.jpg", "99.0", "10.0", "anchor"])
-    with open(root / "scores.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([["path", "score", "score_std", "role"], *rows])
-    return root
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory, sample_photos) -> Path:
-    """A `pinet data synth`-style manifest: 4 references x 3 blur levels, split column by reference."""
-    root = tmp_path_factory.mktemp("synth")
-    header = ["file", "reference", "reference_file", "distortion", "distortion_class", "class_index", "level",
-              "seed", "pseudo_score", "split"]
-    rows = []
-    for index, photo in enumerate(sample_photos[4:8]):
-        for level in range(3):
-            file = f"images/ref{index}/blur_{level}.png"
-            (root / file).parent.mkdir(parents=True, exist_ok=True)
-            _small(photo, 2.0 * level).save(root / file)
-            rows.append([file, f"ref{index}", f"references/ref{index}.png", "gaussian_blur", "blur", 0, level, 0,
-                         f"{0.95 - 0.3 * level:.2f}", "val" if index >= 2 else "train"])
-    with open(root / "manifest.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([header, *rows])
-    return root
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pinet.cli", "train", "finetune", *args]
-
-
-def _settings(clive: Path, synth: Path, out: Path, **changes):
-    from pinet_training.finetune import FinetuneSettings
-
-    base = dict(dataset="clive", root=clive, out_dir=out, variant="pinet_lite0", backbone_init="random", epochs=2,
-                batch_size=6, crops_per_image=1, lr_backbone=1e-3, lr_head=1e-3, crop_size=64,
-                resize_short_side="72", val_fraction=0.25, workers=0, threads=1, show_progress=False,
-                mix_dataset="synthetic", mix_root=synth, mix_per_batch=2, mix_eval_max_images=4)
-    base.update(changes)
-    return FinetuneSettings(**base)
 
 
 def test_fidelity_ranking_loss_rewards_the_right_order_and_skips_near_ties():
@@ -110,14 +46,14 @@ def test_score_meaning_names_the_primary_scale(clive_like):
     assert score_meaning_name(load_dataset("clive", clive_like)) == "MOS/100 (CLIVE)"
 
 
-def test_batches_mix_both_sets_in_every_step(clive_like, synthetic):
+def test_batches_mix_both_sets_in_every_step(clive_like, synthetic, mixed_sets):
     from pinet_training.finetune import load_data, load_mix, prepare_round
 
-    settings = _settings(clive_like, synthetic, Path("/nonexistent/run"))
+    settings = mixed_sets.settings(clive_like, synthetic, Path("/nonexistent/run"))
     prepared = prepare_round(settings, load_data(settings), 0, load_mix(settings))
     train = {s.path for s in prepared.dataset.subset(prepared.split.split.train)}
     mix_train = {s.path for s in prepared.mix.subset(prepared.mix_split.split.train)}
-    assert all("ref2" not in str(p) and "ref3" not in str(p) for p in mix_train) and len(mix_train) == 6   # val refs held out
+    assert len(mix_train) == 6 and all("ref2" not in str(p) and "ref3" not in str(p) for p in mix_train)  # val refs out
     steps = prepared.batches.steps_per_epoch
     for step in range(steps):
         batch = prepared.batches(step)
@@ -128,10 +64,10 @@ def test_batches_mix_both_sets_in_every_step(clive_like, synthetic):
 
 
 @pytest.mark.slow
-def test_mixed_run_records_both_datasets_and_the_output_meaning(clive_like, synthetic, tmp_path):
+def test_mixed_run_records_both_datasets_and_the_output_meaning(clive_like, synthetic, mixed_sets, tmp_path):
     from pinet_training.finetune import run_finetune
 
-    results, results_json = run_finetune(_settings(clive_like, synthetic, tmp_path / "run"), lambda _: None)
+    results, results_json = run_finetune(mixed_sets.settings(clive_like, synthetic, tmp_path / "run"), lambda _: None)
     header = read_header(tmp_path / "run" / "best.safetensors")
     prep = header.preprocessing
     assert (prep.score_name, tuple(prep.score_range), prep.higher_is_better) == ("MOS/100 (CLIVE)", (0.0, 1.0), True)
@@ -152,12 +88,12 @@ def test_mixed_run_records_both_datasets_and_the_output_meaning(clive_like, synt
 
 
 @pytest.mark.slow
-def test_frozen_backbone_stages_do_not_move(clive_like, synthetic, tmp_path):
+def test_frozen_backbone_stages_do_not_move(clive_like, synthetic, tmp_path, mixed_sets):
     from pinet_training.engine import make_deterministic
     from pinet_training.finetune import build_model, run_finetune
 
-    settings = _settings(clive_like, synthetic, tmp_path / "run", epochs=1, freeze_backbone_stages=3,
-                         train_on_all=True)
+    settings = mixed_sets.settings(clive_like, synthetic, tmp_path / "run", epochs=1, freeze_backbone_stages=3,
+                                   train_on_all=True)
     run_finetune(settings, lambda _: None)
     trained = load_checkpoint(tmp_path / "run" / "last.safetensors", stage=2).model.state_dict()
     make_deterministic(settings.seed)                  # the run's own starting weights
@@ -175,17 +111,18 @@ def test_frozen_backbone_stages_do_not_move(clive_like, synthetic, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_mixed_run_resumes_to_the_same_weights(interrupted_runs, clive_like, synthetic, tmp_path):
+def test_killed_mixed_run_resumes_to_the_same_weights(interrupted_runs, clive_like, synthetic, mixed_sets,
+                                                       tmp_path):
     common = ["--dataset", "clive", "--root", str(clive_like), "--mix-dataset", "synthetic", "--mix-root",
               str(synthetic), "--mix-per-batch", "2", "--mix-eval-max-images", "4", "--epochs", "2",
               "--checkpoint-every", "1", "--seed", "3", "--freeze-backbone-stages", "1", "--channels-last",
-              "--eval-engine", "onnx", *TINY]
+              "--eval-engine", "onnx", *mixed_sets.TINY]
     interrupted = tmp_path / "interrupted"
-    interrupted_runs.run_straight_then_kill(lambda out: _cli(*common, "--out", str(out)), tmp_path / "straight",
-                                            interrupted)
+    interrupted_runs.run_straight_then_kill(lambda out: mixed_sets.finetune_cli(*common, "--out", str(out)),
+                                            tmp_path / "straight", interrupted)
     total = read_header(tmp_path / "straight" / "last.safetensors").training["step"]
     assert 0 < read_header(interrupted / "last.safetensors").training["step"] < total
-    resumed = subprocess.run(_cli(*common, "--out", str(interrupted), "--resume"),
+    resumed = subprocess.run(mixed_sets.finetune_cli(*common, "--out", str(interrupted), "--resume"),
                              env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stderr
@@ -200,10 +137,10 @@ def test_killed_mixed_run_resumes_to_the_same_weights(interrupted_runs, clive_li
 
 
 @pytest.mark.slow
-def test_cli_mix_options_are_checked(clive_like, synthetic, tmp_path):
-    bad = subprocess.run(_cli("--dataset", "clive", "--root", str(clive_like), "--out", str(tmp_path / "r"),
-                              "--mix-dataset", "synthetic", "--mix-root", str(synthetic), *TINY),
-                         capture_output=True, text=True, timeout=120)
+def test_cli_mix_options_are_checked(clive_like, synthetic, tmp_path, mixed_sets):
+    command = mixed_sets.finetune_cli("--dataset", "clive", "--root", str(clive_like), "--out", str(tmp_path / "r"),
+                                      "--mix-dataset", "synthetic", "--mix-root", str(synthetic), *mixed_sets.TINY)
+    bad = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--mix-dataset and --mix-per-batch" in bad.stderr
     assert "Traceback" not in bad.stderr
 
@@ -230,7 +167,7 @@ def test_onnx_eval_engine_scores_like_torch(clive_like):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("level,stages", [("features", 0), ("taps", 0), ("taps", 1), ("taps", 2)])
-def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp_path, level, stages):
+def test_head_only_training_on_cached_representations(clive_like, synthetic, mixed_sets, tmp_path, level, stages):
     from dataclasses import replace
 
     from pinet_training.checkpoint_evaluation import evaluate_checkpoint, sample_id
@@ -238,14 +175,15 @@ def test_head_only_training_on_cached_representations(clive_like, synthetic, tmp
     from pinet_training.head_cache import CacheLayout, head_scores, open_cache
 
     # Init: a tiny stage-2 model after one epoch (so its BatchNorm statistics are real ones).
-    run_finetune(_settings(clive_like, synthetic, tmp_path / "init", epochs=1, train_on_all=True), lambda _: None)
+    init_settings = mixed_sets.settings(clive_like, synthetic, tmp_path / "init", epochs=1, train_on_all=True)
+    run_finetune(init_settings, lambda _: None)
     init = tmp_path / "init" / "best.safetensors"
     snapshot = load_checkpoint(tmp_path / "init" / "epoch_01.safetensors", stage=2).model.state_dict()
     assert all(torch.equal(v, load_checkpoint(init, stage=2).model.state_dict()[k]) for k, v in snapshot.items())
-    settings = _settings(clive_like, synthetic, tmp_path / "run", init=str(init), variant=None, backbone_init="auto",
-                         resize_short_side="72", train_head_only=True, mix_train_images=4,
-                         feature_cache=tmp_path / "cache", epochs=3, cache_level=level,
-                         train_last_stages=stages)
+    settings = mixed_sets.settings(clive_like, synthetic, tmp_path / "run", init=str(init), variant=None,
+                                   backbone_init="auto", resize_short_side="72", train_head_only=True,
+                                   mix_train_images=4, feature_cache=tmp_path / "cache", epochs=3,
+                                   cache_level=level, train_last_stages=stages)
     results, _ = run_finetune(settings, lambda _: None)
     descriptors = sorted((tmp_path / "cache").glob("*.json"))
     assert len(descriptors) == 3                               # primary, mix held-out, mix train subset
@@ -354,84 +292,3 @@ def test_cached_mix_draws_come_in_groups_of_one_reference():
             assert members.sum() <= MIX_GROUP and len(set(image[members] // 4)) == 1      # one reference
             assert len(set(view[members])) == 1 and len(set(crop[members])) == 1        # same window
             assert len(set(image[members])) == members.sum()                            # distinct images
-
-
-@pytest.mark.slow
-def test_two_process_mixed_run_with_ranking_matches_one_process(clive_like, synthetic, tmp_path):
-    """--mix-dataset and --rank-weight pair items of different shards: with 2 processes the loss is
-    computed on the gathered global batch, so the first steps' losses (each part) equal 1 process's
-    (later steps drift by rounding through Adam, as in tests/test_distributed_training.py)."""
-    common = ["--dataset", "clive", "--root", str(clive_like), "--mix-dataset", "synthetic", "--mix-root",
-              str(synthetic), "--mix-per-batch", "3", "--mix-eval-max-images", "4", "--rank-weight", "1",
-              "--epochs", "1", "--seed", "2", *TINY]
-    logs = {}
-    for nproc in ("1", "2"):
-        done = subprocess.run(_cli(*common, "--out", str(tmp_path / nproc), "--nproc-per-node", nproc),
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        logs[nproc] = [json.loads(line) for line in (tmp_path / nproc / "log.jsonl").read_text().splitlines()]
-    assert logs["2"][0]["kind"] == "launch" and logs["2"][0]["world_size"] == 2
-    one, two = ([r for r in logs[n] if r["kind"] == "train"] for n in ("1", "2"))
-    assert len(one) == len(two) >= 2 and [r["images"] for r in one] == [r["images"] for r in two]
-    for a, b in zip(one[:2], two[:2]):
-        assert {"loss_primary", "loss_rank_primary", "loss_rank_mix"} <= set(a) and set(a) == set(b)
-        for key in ("loss", "loss_primary", "loss_rank_primary", "loss_rank_mix"):
-            assert abs(a[key] - b[key]) <= 2e-4, (key, a, b)
-    assert abs(one[0]["loss"] - one[1]["loss"]) > 2e-4       # the steps themselves differ: a real comparison
-
-
-def test_cached_batch_shards_make_up_the_whole_batch():
-    """Each process takes a contiguous part of the cached batch (primary then mix rows)."""
-    from pinet_training.head_cache import CachedBatches
-    from pinet_training.seeding import shard_range
-
-    rng = np.random.default_rng(0)
-    parts = (rng.normal(size=(10, 2, 5, 4)).astype(np.float16), rng.normal(size=(10, 2, 5, 3, 2)).astype(np.float16))
-    mix = (rng.normal(size=(6, 2, 5, 4)).astype(np.float16), rng.normal(size=(6, 2, 5, 3, 2)).astype(np.float16))
-    batches = CachedBatches(parts, range(10), np.linspace(0, 1, 10), 7, seed=3, images_per_epoch=None,
-                            mix_parts=mix, mix_rows=range(6), mix_targets=np.linspace(0, 1, 6), mix_per_batch=3,
-                            mix_groups=["a", "a", "a", "b", "b", "b"])
-    for step in (0, 2):
-        whole = batches(step)
-        shards = []
-        for rank in range(2):
-            batches.shard = (rank, 2)
-            shards.append(batches(step))
-        batches.shard = (0, 1)
-        expected = [len(shard_range(len(whole["targets"]), r, 2)) for r in range(2)]
-        assert [len(s["targets"]) for s in shards] == expected == ([4, 3] if step == 0 else [3, 2])   # 10 rows: 4+4+2
-        for key in ("targets", "source", "group"):
-            assert torch.equal(torch.cat([s[key] for s in shards]), whole[key]), key
-        for index in range(2):
-            assert torch.equal(torch.cat([s["features"][index] for s in shards]), whole["features"][index])
-
-
-@pytest.mark.slow
-def test_two_process_head_only_run_matches_one_process(clive_like, synthetic, tmp_path):
-    """--train-head-only (taps cache, last stage trained, within-reference mix pairs, CLIVE ranking)
-    in 2 processes: rank 0 builds the cache, the others open it; the first steps' losses equal 1
-    process's."""
-    from pinet_training.finetune import run_finetune
-
-    run_finetune(_settings(clive_like, synthetic, tmp_path / "init", epochs=1, train_on_all=True), lambda _: None)
-    tiny = [a for a in TINY if a not in ("--variant", "pinet_lite0", "--backbone-init", "random")]
-    common = ["--dataset", "clive", "--root", str(clive_like), "--mix-dataset", "synthetic", "--mix-root",
-              str(synthetic), "--mix-per-batch", "3", "--mix-eval-max-images", "4", "--mix-train-images", "4",
-              "--init", str(tmp_path / "init" / "best.safetensors"), "--fresh-head", "--train-head-only",
-              "--cache-level", "taps", "--train-last-stage", "--mix-pairs", "within-reference", "--rank-weight", "1",
-              "--epochs", "1", "--seed", "2", *tiny]
-    logs = {}
-    for nproc in ("1", "2"):
-        done = subprocess.run(_cli(*common, "--feature-cache", str(tmp_path / f"cache{nproc}"),
-                                   "--out", str(tmp_path / nproc), "--nproc-per-node", nproc),
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        assert len(list((tmp_path / f"cache{nproc}").glob("*.json"))) == 3
-        logs[nproc] = [json.loads(line) for line in (tmp_path / nproc / "log.jsonl").read_text().splitlines()]
-    assert logs["2"][0]["kind"] == "launch" and logs["2"][0]["world_size"] == 2
-    one, two = ([r for r in logs[n] if r["kind"] == "train"] for n in ("1", "2"))
-    assert len(one) == len(two) >= 2 and [r["images"] for r in one] == [r["images"] for r in two]
-    for a, b in zip(one[:2], two[:2]):
-        assert {"loss_primary", "loss_rank_primary"} <= set(a) and set(a) == set(b)
-        for key in set(a) - {"step", "kind", "images", "step_seconds"}:
-            assert abs(a[key] - b[key]) <= 2e-4, (key, a, b)

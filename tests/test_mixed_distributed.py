@@ -1,0 +1,88 @@
+"""Mixed-dataset and head-only fine-tuning in 2 processes: the ranking losses pair items of
+different shards, so the loss is computed on the gathered global batch and the first steps' losses
+equal one process's; cached batches split into contiguous shards."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.mark.slow
+def test_two_process_mixed_run_with_ranking_matches_one_process(clive_like, synthetic, mixed_sets, tmp_path):
+    """--mix-dataset and --rank-weight pair items of different shards: with 2 processes the loss is
+    computed on the gathered global batch, so the first steps' losses (each part) equal 1 process's
+    (later steps drift by rounding through Adam, as in tests/test_distributed_training.py)."""
+    common = ["--dataset", "clive", "--root", str(clive_like), "--mix-dataset", "synthetic", "--mix-root",
+              str(synthetic), "--mix-per-batch", "3", "--mix-eval-max-images", "4", "--rank-weight", "1",
+              "--epochs", "1", "--seed", "2", *mixed_sets.TINY]
+    logs = {}
+    for nproc in ("1", "2"):
+        command = mixed_sets.finetune_cli(*common, "--out", str(tmp_path / nproc), "--nproc-per-node", nproc)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        logs[nproc] = [json.loads(line) for line in (tmp_path / nproc / "log.jsonl").read_text().splitlines()]
+    assert logs["2"][0]["kind"] == "launch" and logs["2"][0]["world_size"] == 2
+    one, two = ([r for r in logs[n] if r["kind"] == "train"] for n in ("1", "2"))
+    assert len(one) == len(two) >= 2 and [r["images"] for r in one] == [r["images"] for r in two]
+    for a, b in zip(one[:2], two[:2]):
+        assert {"loss_primary", "loss_rank_primary", "loss_rank_mix"} <= set(a) and set(a) == set(b)
+        for key in ("loss", "loss_primary", "loss_rank_primary", "loss_rank_mix"):
+            assert abs(a[key] - b[key]) <= 2e-4, (key, a, b)
+    assert abs(one[0]["loss"] - one[1]["loss"]) > 2e-4       # the steps themselves differ: a real comparison
+
+
+def test_cached_batch_shards_make_up_the_whole_batch(mixed_sets):
+    """Each process takes a contiguous part of the cached batch (primary then mix rows)."""
+    from pinet_training.head_cache import CachedBatches
+    from pinet_training.seeding import shard_range
+
+    rng = np.random.default_rng(0)
+    parts = (rng.normal(size=(10, 2, 5, 4)).astype(np.float16), rng.normal(size=(10, 2, 5, 3, 2)).astype(np.float16))
+    mix = (rng.normal(size=(6, 2, 5, 4)).astype(np.float16), rng.normal(size=(6, 2, 5, 3, 2)).astype(np.float16))
+    batches = CachedBatches(parts, range(10), np.linspace(0, 1, 10), 7, seed=3, images_per_epoch=None,
+                            mix_parts=mix, mix_rows=range(6), mix_targets=np.linspace(0, 1, 6), mix_per_batch=3,
+                            mix_groups=["a", "a", "a", "b", "b", "b"])
+    for step in (0, 2):
+        whole = batches(step)
+        shards = mixed_sets.shards_of(batches, step, 2)
+        expected = [len(shard_range(len(whole["targets"]), r, 2)) for r in range(2)]
+        assert [len(s["targets"]) for s in shards] == expected == ([4, 3] if step == 0 else [3, 2])   # 10 rows: 4+4+2
+        for key in ("targets", "source", "group"):
+            assert torch.equal(torch.cat([s[key] for s in shards]), whole[key]), key
+        for index in range(2):
+            assert torch.equal(torch.cat([s["features"][index] for s in shards]), whole["features"][index])
+
+
+@pytest.mark.slow
+def test_two_process_head_only_run_matches_one_process(clive_like, synthetic, mixed_sets, tmp_path):
+    """--train-head-only (taps cache, last stage trained, within-reference mix pairs, CLIVE ranking)
+    in 2 processes: rank 0 builds the cache, the others open it; the first steps' losses equal 1
+    process's."""
+    from pinet_training.finetune import run_finetune
+
+    init_settings = mixed_sets.settings(clive_like, synthetic, tmp_path / "init", epochs=1, train_on_all=True)
+    run_finetune(init_settings, lambda _: None)
+    tiny = [a for a in mixed_sets.TINY if a not in ("--variant", "pinet_lite0", "--backbone-init", "random")]
+    common = ["--dataset", "clive", "--root", str(clive_like), "--mix-dataset", "synthetic", "--mix-root",
+              str(synthetic), "--mix-per-batch", "3", "--mix-eval-max-images", "4", "--mix-train-images", "4",
+              "--init", str(tmp_path / "init" / "best.safetensors"), "--fresh-head", "--train-head-only",
+              "--cache-level", "taps", "--train-last-stage", "--mix-pairs", "within-reference", "--rank-weight", "1",
+              "--epochs", "1", "--seed", "2", *tiny]
+    logs = {}
+    for nproc in ("1", "2"):
+        done = subprocess.run(mixed_sets.finetune_cli(*common, "--feature-cache", str(tmp_path / f"cache{nproc}"),
+                                   "--out", str(tmp_path / nproc), "--nproc-per-node", nproc),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert len(list((tmp_path / f"cache{nproc}").glob("*.json"))) == 3
+        logs[nproc] = [json.loads(line) for line in (tmp_path / nproc / "log.jsonl").read_text().splitlines()]
+    assert logs["2"][0]["kind"] == "launch" and logs["2"][0]["world_size"] == 2
+    one, two = ([r for r in logs[n] if r["kind"] == "train"] for n in ("1", "2"))
+    assert len(one) == len(two) >= 2 and [r["images"] for r in one] == [r["images"] for r in two]
+    for a, b in zip(one[:2], two[:2]):
+        assert {"loss_primary", "loss_rank_primary"} <= set(a) and set(a) == set(b)
+        for key in set(a) - {"step", "kind", "images", "step_seconds"}:
+            assert abs(a[key] - b[key]) <= 2e-4, (key, a, b)
