@@ -27,15 +27,15 @@ echo "$SYNTH_SHA256  $SYNTH_INIT" | sha256sum --check --quiet
 # --train-head-only --cache-level taps: the synthetic model's backbone taps of the 5 contract crops
 # (+ mirrored) of every photo are computed once (~6 CPU-min, float16, ~4 GB in $RUNS/taps_cache);
 # --fresh-head: staircase, branches and regressor start from random weights (the synthetic model's
-# own head is a poor start for human scores: docs/experiments.md); --train-last-stage: the backbone's
-# last stage (f4 -> f5) trains too, from the cached f4, at --lr-backbone 1e-4 (run B of
-# docs/experiments.md: CLIVE 0.776 vs 0.741 without it). Batches: 36 CLIVE + 12 synthetic crops; L1 +
+# own head is a poor start for human scores: docs/experiments.md); --train-last-stages 2: the
+# backbone's last two stages (f3 -> f4 -> f5) train too, from the cached f3, at --lr-backbone 1e-4
+# (run D of docs/experiments.md: CLIVE median 0.794; one stage, run B: 0.776; none, run A: 0.741). Batches: 36 CLIVE + 12 synthetic crops; L1 +
 # fidelity ranking on CLIVE MOS/100, fidelity ranking of the synthetic crops only against images
 # of the SAME reference (--mix-pairs within-reference), weight $MIX_WEIGHT.
 MIX_WEIGHT=${MIX_WEIGHT:-0.5}
-# LAST_STAGES=2 also trains the stage before (f3 -> f4): run D of docs/experiments.md, better on 6 of
-# 10 splits so far, not yet the shipped model (use another RUNS directory for it).
-LAST_STAGES=${LAST_STAGES:-1}
+# LAST_STAGES=1 trains the last stage only: run B, the default shipped before run D (use another
+# RUNS directory for it: the split folders resume whatever run they hold).
+LAST_STAGES=${LAST_STAGES:-2}
 COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side 384
         --train-head-only --cache-level taps --fresh-head --feature-cache "$RUNS/taps_cache"
         --mix-dataset synthetic --mix-root "$RUNS/synth" --mix-per-batch 12 --mix-train-images 400
