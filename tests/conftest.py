@@ -73,6 +73,12 @@ def mixed_sets():
     return _helper_module("mixed_sets")
 
 
+@pytest.fixture(scope="session")
+def batch_shards():
+    """Per-process views of one training batch (tests/helpers/batch_shards.py)."""
+    return _helper_module("batch_shards")
+
+
 @pytest.fixture(scope="module")
 def clive_like(tmp_path_factory, sample_photos, mixed_sets) -> Path:
     """A CLIVE-layout MOS set (18 photos + 1 anchor) made from the bundled photos."""

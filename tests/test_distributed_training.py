@@ -43,7 +43,7 @@ def test_shards_are_disjoint_contiguous_and_cover_the_batch():
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
-def test_pair_batch_shards_make_up_the_single_process_batch(sample_photos, tmp_path, tiny_synth_set, mixed_sets):
+def test_pair_batch_shards_make_up_the_single_process_batch(sample_photos, tmp_path, tiny_synth_set, batch_shards):
     """Each process decodes only its shard, with the augmentation draws of the whole batch."""
     from pinet_runtime.preprocess import Preprocessing
     from pinet_training.pairs import PairBatches, PairSampler, read_pair_items
@@ -53,7 +53,7 @@ def test_pair_batch_shards_make_up_the_single_process_batch(sample_photos, tmp_p
     batches = PairBatches(PairSampler(read_pair_items(data), "train", 0.05), prep, batch_size=5, seed=3)
     for step in (0, 1, 7):
         whole = batches(step)
-        parts = mixed_sets.shards_of(batches, step, 2)
+        parts = batch_shards.shards_of(batches, step, 2)
         assert [len(p["rank"]) for p in parts] == [3, 2]
         for key in ("image1", "image2", "rank", "class1", "class2"):
             assert torch.equal(torch.cat([p[key] for p in parts]), whole[key]), (step, key)

@@ -34,7 +34,7 @@ def test_two_process_mixed_run_with_ranking_matches_one_process(clive_like, synt
     assert abs(one[0]["loss"] - one[1]["loss"]) > 2e-4       # the steps themselves differ: a real comparison
 
 
-def test_cached_batch_shards_make_up_the_whole_batch(mixed_sets):
+def test_cached_batch_shards_make_up_the_whole_batch(batch_shards):
     """Each process takes a contiguous part of the cached batch (primary then mix rows)."""
     from pinet_training.head_cache import CachedBatches
     from pinet_training.seeding import shard_range
@@ -47,7 +47,7 @@ def test_cached_batch_shards_make_up_the_whole_batch(mixed_sets):
                             mix_groups=["a", "a", "a", "b", "b", "b"])
     for step in (0, 2):
         whole = batches(step)
-        shards = mixed_sets.shards_of(batches, step, 2)
+        shards = batch_shards.shards_of(batches, step, 2)
         expected = [len(shard_range(len(whole["targets"]), r, 2)) for r in range(2)]
         assert [len(s["targets"]) for s in shards] == expected == ([4, 3] if step == 0 else [3, 2])   # 10 rows: 4+4+2
         for key in ("targets", "source", "group"):

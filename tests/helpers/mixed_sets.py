@@ -65,13 +65,3 @@ def settings(clive: Path, synth: Path, out: Path, **changes):
                 mix_dataset="synthetic", mix_root=synth, mix_per_batch=2, mix_eval_max_images=4)
     base.update(changes)
     return FinetuneSettings(**base)
-
-
-def shards_of(batches, step: int, world: int) -> list[dict]:
-    """The batch of `step` as each of `world` processes draws it; the batches' shard is restored."""
-    parts = []
-    for rank in range(world):
-        batches.shard = (rank, world)
-        parts.append(batches(step))
-    batches.shard = (0, 1)
-    return parts
