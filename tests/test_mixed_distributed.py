@@ -4,10 +4,27 @@ equal one process's; cached batches split into contiguous shards."""
 
 import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+
+def _log_records(command: list[str], out: Path) -> list[dict]:
+    """Run a training command to the end; the records of its log.jsonl in `out`."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def _first_steps(logs: dict[str, list[dict]]) -> list[tuple[dict, dict]]:
+    """The first two training steps' records of the 1- and 2-process runs, side by side, once the
+    2-process run is shown to have launched 2 processes and both logged the same steps."""
+    assert logs["2"][0]["kind"] == "launch" and logs["2"][0]["world_size"] == 2
+    one, two = ([r for r in logs[n] if r["kind"] == "train"] for n in ("1", "2"))
+    assert len(one) == len(two) >= 2 and [r["images"] for r in one] == [r["images"] for r in two]
+    return list(zip(one[:2], two[:2]))
 
 
 @pytest.mark.slow
@@ -18,20 +35,15 @@ def test_two_process_mixed_run_with_ranking_matches_one_process(clive_like, synt
     common = ["--dataset", "clive", "--root", str(clive_like), "--mix-dataset", "synthetic", "--mix-root",
               str(synthetic), "--mix-per-batch", "3", "--mix-eval-max-images", "4", "--rank-weight", "1",
               "--epochs", "1", "--seed", "2", *mixed_sets.TINY]
-    logs = {}
-    for nproc in ("1", "2"):
-        command = mixed_sets.finetune_cli(*common, "--out", str(tmp_path / nproc), "--nproc-per-node", nproc)
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        logs[nproc] = [json.loads(line) for line in (tmp_path / nproc / "log.jsonl").read_text().splitlines()]
-    assert logs["2"][0]["kind"] == "launch" and logs["2"][0]["world_size"] == 2
-    one, two = ([r for r in logs[n] if r["kind"] == "train"] for n in ("1", "2"))
-    assert len(one) == len(two) >= 2 and [r["images"] for r in one] == [r["images"] for r in two]
-    for a, b in zip(one[:2], two[:2]):
+    logs = {nproc: _log_records(mixed_sets.finetune_cli(*common, "--out", str(tmp_path / nproc),
+                                                        "--nproc-per-node", nproc), tmp_path / nproc)
+            for nproc in ("1", "2")}
+    steps = _first_steps(logs)
+    for a, b in steps:
         assert {"loss_primary", "loss_rank_primary", "loss_rank_mix"} <= set(a) and set(a) == set(b)
         for key in ("loss", "loss_primary", "loss_rank_primary", "loss_rank_mix"):
             assert abs(a[key] - b[key]) <= 2e-4, (key, a, b)
-    assert abs(one[0]["loss"] - one[1]["loss"]) > 2e-4       # the steps themselves differ: a real comparison
+    assert abs(steps[0][0]["loss"] - steps[1][0]["loss"]) > 2e-4   # the steps themselves differ: a real comparison
 
 
 def test_cached_batch_shards_make_up_the_whole_batch(batch_shards):
@@ -73,16 +85,11 @@ def test_two_process_head_only_run_matches_one_process(clive_like, synthetic, mi
               "--epochs", "1", "--seed", "2", *tiny]
     logs = {}
     for nproc in ("1", "2"):
-        done = subprocess.run(mixed_sets.finetune_cli(*common, "--feature-cache", str(tmp_path / f"cache{nproc}"),
-                                   "--out", str(tmp_path / nproc), "--nproc-per-node", nproc),
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+        command = mixed_sets.finetune_cli(*common, "--feature-cache", str(tmp_path / f"cache{nproc}"),
+                                          "--out", str(tmp_path / nproc), "--nproc-per-node", nproc)
+        logs[nproc] = _log_records(command, tmp_path / nproc)
         assert len(list((tmp_path / f"cache{nproc}").glob("*.json"))) == 3
-        logs[nproc] = [json.loads(line) for line in (tmp_path / nproc / "log.jsonl").read_text().splitlines()]
-    assert logs["2"][0]["kind"] == "launch" and logs["2"][0]["world_size"] == 2
-    one, two = ([r for r in logs[n] if r["kind"] == "train"] for n in ("1", "2"))
-    assert len(one) == len(two) >= 2 and [r["images"] for r in one] == [r["images"] for r in two]
-    for a, b in zip(one[:2], two[:2]):
+    for a, b in _first_steps(logs):
         assert {"loss_primary", "loss_rank_primary"} <= set(a) and set(a) == set(b)
         for key in set(a) - {"step", "kind", "images", "step_seconds"}:
             assert abs(a[key] - b[key]) <= 2e-4, (key, a, b)

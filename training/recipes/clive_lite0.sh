@@ -29,9 +29,10 @@ echo "$SYNTH_SHA256  $SYNTH_INIT" | sha256sum --check --quiet
 # --fresh-head: staircase, branches and regressor start from random weights (the synthetic model's
 # own head is a poor start for human scores: docs/experiments.md); --train-last-stages 2: the
 # backbone's last two stages (f3 -> f4 -> f5) train too, from the cached f3, at --lr-backbone 1e-4
-# (run D of docs/experiments.md: CLIVE median 0.794; one stage, run B: 0.776; none, run A: 0.741). Batches: 36 CLIVE + 12 synthetic crops; L1 +
-# fidelity ranking on CLIVE MOS/100, fidelity ranking of the synthetic crops only against images
-# of the SAME reference (--mix-pairs within-reference), weight $MIX_WEIGHT.
+# (run D of docs/experiments.md: CLIVE median 0.794; one stage, run B: 0.776; none, run A: 0.741).
+# Batches: 36 CLIVE + 12 synthetic crops; L1 + fidelity ranking on CLIVE MOS/100, fidelity ranking
+# of the synthetic crops only against images of the SAME reference (--mix-pairs within-reference),
+# weight $MIX_WEIGHT.
 MIX_WEIGHT=${MIX_WEIGHT:-0.5}
 # LAST_STAGES=1 trains the last stage only: run B, the default shipped before run D (use another
 # RUNS directory for it: the split folders resume whatever run they hold).
