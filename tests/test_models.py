@@ -44,6 +44,20 @@ def test_shapes_at_224(variant):
     assert scores.shape == (2,)
 
 
+@pytest.mark.parametrize("variant", ["pinet_r18", "pinet_lite0"])
+def test_stage_modules_turn_each_tap_into_the_next(variant):
+    # --train-last-stages N recomputes taps f(6-N)..f5 from the cached tap before them with these modules.
+    torch.manual_seed(0)
+    model = create_model(variant, stage=2).eval()
+    with torch.no_grad():
+        taps = model.backbone(torch.randn(1, 3, 96, 96))
+        for tap in (3, 4, 5):
+            x = taps[tap - 2]
+            for module in model.backbone.stage_modules(tap):
+                x = module(x)
+            assert torch.allclose(x, taps[tap - 1], atol=1e-5), tap
+
+
 def test_paper_model_parameter_budget():
     with torch.device("meta"):
         model = create_model("pinet_r50", stage=2)

@@ -43,7 +43,7 @@ MIX_GROUP = 3                  # mix images drawn together from one group (--mix
 class CacheError(PinetError):
     """An image of the cache could not be read, or a cache file is unusable (the message names it)."""
 
-TRAINABLE_STAGES = (0, 1, 2)   # backbone stages --train-head-only --cache-level taps can train
+TRAINABLE_STAGES = (0, 1, 2, 3)   # backbone stages --train-head-only --cache-level taps can train
 
 @dataclass(frozen=True)
 class CacheLayout:
@@ -51,8 +51,8 @@ class CacheLayout:
 
     level: str = "features"
     mirrored: bool = False
-    # taps only: the backbone's last N stages train, recomputing taps f5 (N = 1) or f4 and f5 (N = 2)
-    # from the cached tap before them
+    # taps only: the backbone's last N stages train, recomputing taps f5 (N = 1), f4 and f5 (N = 2)
+    # or f3 to f5 (N = 3) from the cached tap before them
     train_last_stages: int = 0
 
     def __post_init__(self):

@@ -90,8 +90,9 @@ def finetune(
     train_last_stage: bool = typer.Option(False, "--train-last-stage", help="--cache-level taps: the backbone's "
                                           "last stage (tap f4 -> f5) trains too, from the cached f4 (BatchNorm "
                                           "statistics stay the init's); the same as --train-last-stages 1"),
-    train_last_stages: int = typer.Option(0, "--train-last-stages", min=0, max=2, help="--cache-level taps: the "
-                                          "backbone's last N stages train too (2: f3 -> f4 -> f5, from the cached f3)"),
+    train_last_stages: int = typer.Option(0, "--train-last-stages", min=0, max=3, help="--cache-level taps: the "
+                                          "backbone's last N stages train too (2: f3 -> f4 -> f5, from the cached f3; "
+                                          "3: from the cached f2)"),
     fresh_head: bool = typer.Option(False, "--fresh-head", help="Take only the backbone from --init; staircase, "
                                     "branches and regressor start from seeded random weights"),
     mix_train_images: Optional[int] = typer.Option(None, "--mix-train-images", min=1, help="--train-head-only: "

@@ -37,8 +37,8 @@ class ResNetTaps(nn.Module):
         return f1, f2, f3, f4, f5
 
     def stage_modules(self, tap: int) -> list[nn.Module]:
-        """The modules that turn tap ``tap - 1`` into tap ``tap`` (taps 1-5; here 4 or 5)."""
-        return {4: [self.layer3], 5: [self.layer4]}[tap]
+        """The modules that turn tap ``tap - 1`` into tap ``tap`` (taps 3-5)."""
+        return {3: [self.layer2], 4: [self.layer3], 5: [self.layer4]}[tap]
 
 
 # EfficientNet-Lite0: (repeats, kernel, stride, expand ratio, out channels) per stage.
