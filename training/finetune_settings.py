@@ -65,7 +65,7 @@ class FinetuneSettings:
     feature_cache: Path | None = None      # where --train-head-only keeps them (default OUT/feature_cache)
     cache_level: str = "features"          # --train-head-only: cache R (staircase fixed) or the taps (it trains)
     mix_pairs: str = "any"                 # any | within-reference: which mix pairs the ranking loss compares
-    train_last_stages: int = 0             # --cache-level taps: the backbone's last 1 (f4 -> f5), 2 (f3 -> f5) or 3 (f2 -> f5) stages train too
+    train_last_stages: int = 0             # --cache-level taps: the last N backbone stages train (N = 3: f2 -> f5)
     fresh_head: bool = False               # only the backbone from --init; staircase, branches, regressor random
     mix_train_images: int | None = None    # --train-head-only: a fixed subset of the mix set's training images
 
