@@ -35,8 +35,8 @@ echo "$SYNTH_SHA256  $SYNTH_INIT" | sha256sum --check --quiet
 # weight $MIX_WEIGHT.
 MIX_WEIGHT=${MIX_WEIGHT:-0.5}
 # LAST_STAGES=1 trains the last stage only: run B, the default shipped before run D; LAST_STAGES=3
-# trains f2 -> f5: run F, no better on 6 splits (use another RUNS directory for either: the split folders
-# resume whatever run they hold).
+# trains f2 -> f5: run F, no better on 6 splits. Use another RUNS directory for either: the split
+# folders resume whatever run they hold.
 LAST_STAGES=${LAST_STAGES:-2}
 COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side 384
         --train-head-only --cache-level taps --fresh-head --feature-cache "$RUNS/taps_cache"
