@@ -14,10 +14,36 @@ from pinet_training.synth_manifest import SynthItem, write_manifest
 from pinet_training.synth_validation import agreement, figures, pairwise_accuracy
 
 
-def _item(reference, score, cls="blur"):
+def _item(reference, score, cls="blur", distortion="gaussian_blur", level=1):
     return SynthItem(file=Path(f"{reference}_{score}.png"), reference=reference, reference_file=Path("r.png"),
-                     distortion="gaussian_blur", distortion_class=cls, class_index=0, level=1, seed=0,
+                     distortion=distortion, distortion_class=cls, class_index=0, level=level, seed=0,
                      pseudo_score=score, split="val")
+
+
+def test_per_type_figures_show_a_type_judged_harsher_than_the_pseudo_mos():
+    # 4 references; blur and darken at 3 levels each; the model ranks the levels of both right but
+    # scores every darkened image 0.5 lower than the pseudo-MOS says
+    items, scores = [], []
+    for ref in "abcd":
+        for distortion, base in (("gaussian_blur", 0.5), ("darken", 0.8)):
+            for level in (1, 2, 3):
+                pseudo = base - 0.1 * level + 0.01 * "abcd".index(ref)
+                items.append(_item(ref, pseudo, distortion=distortion, level=level))
+                scores.append(pseudo - (0.5 if distortion == "darken" else 0.0))
+    scores = np.array(scores)
+    result = figures(items, scores)
+    darken, blur = result["per_type"]["darken"], result["per_type"]["gaussian_blur"]
+    assert darken["images"] == blur["images"] == 12
+    assert darken["mean_score"] == pytest.approx(darken["mean_pseudo"] - 0.5)
+    assert blur["mean_score"] == pytest.approx(blur["mean_pseudo"])
+    # on the pseudo-MOS scale (the logistic fit of all items), darken lands far below its pseudo-MOS
+    # and blur, sharing darken's score range, above its own
+    assert darken["mean_mapped"] < darken["mean_pseudo"] - 0.05 and blur["mean_mapped"] > blur["mean_pseudo"]
+    assert darken["level_srcc"] == pytest.approx(1.0) and blur["level_srcc"] == pytest.approx(1.0)
+    # leaving either type out leaves a perfectly ranked set; with both, darken's bias breaks the order
+    assert darken["srcc_without"] == pytest.approx(1.0) and blur["srcc_without"] == pytest.approx(1.0)
+    assert result["overall"]["srcc"] < 0.9
+    assert result["per_reference_median_srcc"] < 0.9
 
 
 def test_pairwise_accuracy_counts_same_reference_pairs_beyond_the_margin():

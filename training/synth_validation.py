@@ -16,7 +16,7 @@ import numpy as np
 
 from pinet_runtime.errors import PinetError
 from pinet_runtime.files import write_json_atomic, write_text_atomic
-from pinet_training.metrics import quality_metrics, srcc
+from pinet_training.metrics import fit_logistic, quality_metrics, srcc
 from pinet_training.synth_manifest import SPLITS, SynthItem, manifest_path, read_manifest
 
 PAIR_MARGIN = 0.05
@@ -61,7 +61,39 @@ def figures(items: list[SynthItem], scores: np.ndarray) -> dict:
         per_class[name] = {"images": int(mask.sum()), "srcc": class_srcc}
     accuracy, pairs = pairwise_accuracy(items, scores)
     return {"images": len(items), "overall": overall, "per_class": per_class,
-            "pairwise_accuracy": accuracy, "pairs": pairs, "pair_margin": PAIR_MARGIN}
+            "pairwise_accuracy": accuracy, "pairs": pairs, "pair_margin": PAIR_MARGIN,
+            "per_reference_median_srcc": _median_srcc(items, scores, lambda item: item.reference),
+            "per_type": per_type_figures(items, scores)}
+
+
+def _median_srcc(items: list[SynthItem], scores: np.ndarray, key) -> float:
+    """Median SRCC vs the pseudo-MOS within groups of items (groups of fewer than 3 are left out)."""
+    groups: dict[object, list[int]] = defaultdict(list)
+    for index, item in enumerate(items):
+        groups[key(item)].append(index)
+    targets = np.array([item.pseudo_score for item in items])
+    values = [srcc(scores[idx], targets[idx]) for idx in map(np.array, groups.values()) if len(idx) >= 3]
+    values = [value for value in values if np.isfinite(value)]
+    return float(np.median(values)) if values else float("nan")
+
+
+def per_type_figures(items: list[SynthItem], scores: np.ndarray) -> dict:
+    """Where a model departs from the pseudo-MOS, per distortion type: its mean score mapped onto
+    the pseudo-MOS scale (the logistic fit of all items, so a model with another output scale
+    compares too) against the mean pseudo-MOS (lower: a type judged harsher than the proxy does),
+    the median SRCC of the type's levels within each reference, and the overall SRCC with this
+    type left out."""
+    targets = np.array([item.pseudo_score for item in items])
+    mapped = fit_logistic(scores, targets).apply(scores)
+    table = {}
+    for name in sorted({item.distortion for item in items}):
+        mask = np.array([item.distortion == name for item in items])
+        members = [item for item, inside in zip(items, mask) if inside]
+        table[name] = {"images": int(mask.sum()), "mean_pseudo": float(targets[mask].mean()),
+                       "mean_score": float(scores[mask].mean()), "mean_mapped": float(mapped[mask].mean()),
+                       "level_srcc": _median_srcc(members, scores[mask], lambda item: item.reference),
+                       "srcc_without": srcc(scores[~mask], targets[~mask]) if (~mask).sum() >= 2 else float("nan")}
+    return table
 
 
 def agreement(first: np.ndarray, second: np.ndarray) -> dict:
@@ -80,6 +112,15 @@ def markdown(report: dict) -> str:
                   f"same-reference pairs (pseudo-score gap > {result['pair_margin']})", "",
                   "| distortion class | images | SRCC |", "|---|---|---|"]
         lines += [f"| {cls} | {v['images']} | {v['srcc']:.4f} |" for cls, v in result["per_class"].items()]
+        lines += ["", f"Median SRCC within one reference: {result['per_reference_median_srcc']:.4f}. Per "
+                  "distortion type (mapped: the mean score on the pseudo-MOS scale through the logistic fit; "
+                  "below the mean pseudo-MOS, the model judges the type harsher than the proxy; level SRCC: "
+                  "its levels within a reference, median over references):", "",
+                  "| distortion | images | mean pseudo-MOS | mean score | mapped | level SRCC | SRCC without it |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {v['images']} | {v['mean_pseudo']:.3f} | {v['mean_score']:.3f} | "
+                  f"{v['mean_mapped']:.3f} | {v['level_srcc']:.3f} | {v['srcc_without']:.4f} |"
+                  for name, v in result["per_type"].items()]
         lines.append("")
     if "agreement" in report:
         a = report["agreement"]
