@@ -52,7 +52,7 @@ class ExportSettings:
     calib_method: str = "minmax"
     int8_target: str = "portable"
     accuracy_search: bool = True         # keep score-sensitive nodes in FP32 (mixed_precision.py)
-    search_photos: int = 16              # calibration photos (x4 qualities) scored by the search
+    search_photos: int = 32              # calibration photos (x4 qualities) scored by the search
     search_target_srcc: float = 0.995
     max_fp32_nodes: int = 8
     opset: int | None = None

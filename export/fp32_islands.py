@@ -88,6 +88,28 @@ class _Islands:
         return self.made[name]
 
 
+def float_compute_nodes(model, op_types: tuple[str, ...]) -> list[str]:
+    """Nodes of ``op_types`` that compute in float in a QDQ model: onnxruntime runs a node with an
+    integer kernel only when its data and weight inputs come from DequantizeLinear and every
+    reader of its output is a QuantizeLinear. Kept nodes fail the first test; a producer whose
+    QuantizeLinear went away because a kept node reads its float output fails the last."""
+    graph = model.graph
+    producers = _op_types_by_output(graph)
+    readers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.op_type)
+    graph_outputs = {output.name for output in graph.output}
+
+    def integer(node) -> bool:
+        inputs_quantized = all(producers.get(name) == "DequantizeLinear" for name in node.input[:2])
+        outputs_quantized = all(out not in graph_outputs and readers.get(out)
+                                and set(readers[out]) == {"QuantizeLinear"} for out in node.output)
+        return inputs_quantized and outputs_quantized
+
+    return [node.name for node in graph.node if node.op_type in op_types and not integer(node)]
+
+
 def _op_types_by_output(graph) -> dict[str, str | None]:
     """tensor name -> the op type producing it (None for graph inputs)."""
     produced = {out: node.op_type for node in graph.node for out in node.output}

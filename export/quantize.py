@@ -135,11 +135,20 @@ class CalibratedQuantizer:
     def with_fp32_nodes(self, fp32_nodes: list[str]) -> bytes:
         """The all-INT8 model with ``fp32_nodes`` computing in FP32, serialized. Not
         ``nodes_to_exclude``: onnxruntime would quantize those nodes again (see fp32_islands)."""
+        return self._model_with_fp32_nodes(fp32_nodes).SerializeToString()
+
+    def float_node_count(self, fp32_nodes: list[str]) -> int:
+        """How many candidate nodes that model computes in float (kept ones and demoted producers)."""
+        from pinet_export.fp32_islands import float_compute_nodes
+
+        return len(float_compute_nodes(self._model_with_fp32_nodes(fp32_nodes), CANDIDATE_OP_TYPES))
+
+    def _model_with_fp32_nodes(self, fp32_nodes: list[str]):
         from pinet_export.fp32_islands import keep_in_fp32
 
         if self._int8_model is None:
             raise RuntimeError("write_all_int8 first")
-        return keep_in_fp32(self._int8_model, self._fp32_graph, fp32_nodes).SerializeToString()
+        return keep_in_fp32(self._int8_model, self._fp32_graph, fp32_nodes)
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, crops: np.ndarray, method: str, types: Int8Types,
@@ -165,7 +174,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, crops: np.ndarray, method: st
             outcome = search_fp32_nodes(
                 quantizer.candidates(), search.score(fp32_path),
                 lambda names: search.score(quantizer.with_fp32_nodes(names) if names else out_path),
-                search.target, progress)
+                search.target, progress, float_nodes=quantizer.float_node_count)
             if outcome.kept_fp32:   # the very graph the search scored
                 out_path.write_bytes(quantizer.with_fp32_nodes([node.name for node in outcome.kept_fp32]))
             accuracy = {"images": search.image_count, **outcome.to_dict()}

@@ -117,6 +117,26 @@ def accuracy_search_lines(search: dict | None) -> list[str]:
                   "search SRCC once kept |", "|---|---|---|---|"]
         lines += [f"| {n['name']} | {n['op_type']} | {n['error_share']:.1%} | {n.get('srcc_after', float('nan')):.4f} |"
                   for n in search["fp32_nodes"]]
+    lines += strategy_lines(search)
+    return lines
+
+
+def strategy_lines(search: dict) -> list[str]:
+    """Why these nodes: the first nodes of the graph (a prefix) or a searched set, and what the other cost."""
+    if search.get("float_nodes") is None:
+        return []
+    chosen = (f"the first {len(search['fp32_nodes'])} quantizable nodes of the graph (one FP32 region, no islands)"
+              if search.get("strategy") == "prefix" else "the nodes the search picked")
+    lines = ["", f"Kept in FP32: {chosen}; the file computes {search['float_nodes']} node(s) in float "
+                 f"(kept nodes, and producers whose only reader is a kept node)."]
+    other = search.get("alternative")
+    if other:
+        lines.append(f"Not chosen: {other['strategy']} ({', '.join(other['fp32_nodes']) or 'none'}): "
+                     f"{other['float_nodes']} node(s) in float, search SRCC {other['srcc']:.4f}.")
+    elif search.get("prefix_srcc"):
+        tried = ", ".join(f"{value:.4f}" for value in search["prefix_srcc"])
+        lines.append(f"Prefixes tried (the first 1, 2, ... nodes in FP32; none met the target within as many "
+                     f"float nodes): search SRCC {tried}.")
     return lines
 
 

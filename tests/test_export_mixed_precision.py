@@ -81,19 +81,30 @@ def test_search_finds_the_fragile_node_keeps_it_in_fp32_and_the_gate_passes(tmp_
     summary = quantize_int8(fp32, out, crops, "minmax", types, None, {}, search)
     result = summary["accuracy_search"]
     assert result["most_sensitive"][0]["name"] == FRAGILE and result["most_sensitive"][0]["error_share"] > 0.9
-    assert summary["fp32_nodes"] == [FRAGILE] and result["target_met"]
+    # The node search keeps the fragile conv alone, but reading conv1's float output demotes conv1
+    # (float conv on INT8 weights): 2 nodes in float either way, so the prefix conv1 + fragile wins.
+    assert result["alternative"]["fp32_nodes"] == [FRAGILE] and result["alternative"]["float_nodes"] == 2
+    assert result["strategy"] == "prefix" and summary["fp32_nodes"] == ["conv1", FRAGILE]
+    assert result["float_nodes"] == 2 and result["target_met"]
     gate = validate_int8(out, fp32, prep.crop_size, None, gates, ranking)
     assert gate.passed, gate.failures
-    assert any(f"| {FRAGILE} | Conv |" in line for line in accuracy_search_lines(result))
+    lines = accuracy_search_lines(result)
+    assert any(f"| {FRAGILE} | Conv |" in line for line in lines)
+    assert any(line.startswith("Not chosen: nodes (fragile_conv): 2 node(s) in float") for line in lines)
 
     import onnx
 
-    graph = onnx.load(str(out)).graph                  # the written file: FP32 weights for that node only
-    fragile = next(node for node in graph.node if node.name == FRAGILE)
-    producers = {out_name: node.op_type for node in graph.node for out_name in node.output}
-    assert producers.get(fragile.input[1]) != "DequantizeLinear"
-    conv1 = next(node for node in graph.node if node.name == "conv1")
-    assert producers.get(conv1.input[1]) == "DequantizeLinear"
+    from pinet_export.fp32_islands import float_compute_nodes
+
+    model = onnx.load(str(out))                          # the written file: FP32 weights for both convs
+    producers = {out_name: node.op_type for node in model.graph.node for out_name in node.output}
+    for name in ("conv1", FRAGILE):
+        conv = next(node for node in model.graph.node if node.name == name)
+        assert producers.get(conv.input[1]) != "DequantizeLinear"
+    head = next(node for node in model.graph.node if node.name == "head")
+    assert producers.get(head.input[1]) == "DequantizeLinear"
+    assert float_compute_nodes(model, ("Conv", "Gemm")) == ["conv1", FRAGILE]
+    assert float_compute_nodes(onnx.load(str(naive)), ("Conv", "Gemm")) == []
 
 
 def test_fidelity_measure_compares_two_files_through_the_runtime(tmp_path, tiny_onnx):

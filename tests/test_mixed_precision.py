@@ -64,6 +64,44 @@ def test_cap_on_fp32_nodes_returns_the_best_model_and_reports_the_miss():
     assert result.final == Fidelity.measure(REFERENCE, sim.score([result.kept_fp32[0].name]))
 
 
+def _chain_float_nodes(order: list[str]):
+    """Float node count of a simulated chain graph: kept nodes, plus the producer (the node before)
+    of every kept node when that producer is quantized: it loses its QuantizeLinear."""
+    def count(names: list[str]) -> int:
+        demoted = {order[order.index(n) - 1] for n in names if order.index(n) > 0} - set(names)
+        return len(names) + len(demoted)
+    return count
+
+
+def test_a_prefix_computing_no_more_nodes_in_float_replaces_the_searched_set():
+    sim = SimulatedInt8({"stem": 0.3, "a": 0.0005, "b": 0.1, "c": 0.0005})
+    order = list(sim.patterns)
+    result = search_fp32_nodes(_candidates(order), REFERENCE, sim.score, AccuracyTarget(0.99, max_fp32_nodes=4),
+                               float_nodes=_chain_float_nodes(order))
+    # the node search keeps stem and b; b's producer a is demoted: 3 nodes in float, as many as the prefix
+    assert result.alternative == {"strategy": "nodes", "fp32_nodes": ["stem", "b"], "float_nodes": 3,
+                                  "srcc": result.alternative["srcc"], "crop_mse": result.alternative["crop_mse"]}
+    assert result.alternative["srcc"] >= 0.99
+    assert result.strategy == "prefix" and [n.name for n in result.kept_fp32] == ["stem", "a", "b"]
+    assert result.float_nodes == 3 and result.target_met
+    assert sim.scored[-3:] == [["stem"], ["stem", "a"], ["stem", "a", "b"]]      # the prefixes tried
+    assert result.prefix_srcc[:2] == [f.srcc for f in result.after_each[:2]] and max(result.prefix_srcc[:2]) < 0.99
+    assert result.final == Fidelity.measure(REFERENCE, sim.score(["stem", "a", "b"]))
+    assert result.to_dict()["strategy"] == "prefix"
+
+
+def test_a_prefix_needing_more_float_nodes_is_not_taken():
+    sim = SimulatedInt8({"stem": 0.3, "a": 0.0005, "b": 0.0005, "head": 0.1})
+    order = list(sim.patterns)
+    result = search_fp32_nodes(_candidates(order), REFERENCE, sim.score, AccuracyTarget(0.99, max_fp32_nodes=4),
+                               float_nodes=_chain_float_nodes(order))
+    assert result.strategy == "nodes" and [n.name for n in result.kept_fp32] == ["stem", "head"]
+    assert result.float_nodes == 3 and result.alternative is None
+    # prefixes of 1-3 nodes were tried (a 4-node prefix computes at least 4 in float) and missed
+    assert len(result.prefix_srcc) == 3 and max(result.prefix_srcc) < 0.99
+    assert ["stem", "a", "b", "head"] not in sim.scored
+
+
 def test_fidelity_measures_per_image_rank_and_per_crop_error():
     shifted = REFERENCE + 0.01
     fidelity = Fidelity.measure(REFERENCE, shifted)

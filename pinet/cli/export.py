@@ -64,7 +64,7 @@ def export(
     accuracy_search: bool = typer.Option(True, "--accuracy-search/--no-accuracy-search",
                                          help="Keep the fewest score-sensitive nodes in FP32 until INT8 follows "
                                               "FP32 on the calibration photos"),
-    search_photos: int = typer.Option(16, "--search-photos", min=1, help="Calibration photos (each at 4 "
+    search_photos: int = typer.Option(32, "--search-photos", min=1, help="Calibration photos (each at 4 "
                                       "qualities) scored by the accuracy search"),
     max_fp32_nodes: int = typer.Option(8, "--max-fp32-nodes", min=0, help="At most this many nodes kept in FP32 "
                                        "(the report lists the search SRCC after each one: fewer is faster)"),
