@@ -111,12 +111,13 @@ def test_frozen_backbone_stages_do_not_move(clive_like, synthetic, tmp_path, mix
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("average", [[], ["--ema-decay", "0.9"]], ids=["raw", "ema"])
 def test_killed_mixed_run_resumes_to_the_same_weights(interrupted_runs, clive_like, synthetic, mixed_sets,
-                                                       tmp_path):
+                                                       tmp_path, average):
     common = ["--dataset", "clive", "--root", str(clive_like), "--mix-dataset", "synthetic", "--mix-root",
               str(synthetic), "--mix-per-batch", "2", "--mix-eval-max-images", "4", "--epochs", "2",
               "--checkpoint-every", "1", "--seed", "3", "--freeze-backbone-stages", "1", "--channels-last",
-              "--eval-engine", "onnx", *mixed_sets.TINY]
+              "--eval-engine", "onnx", *average, *mixed_sets.TINY]
     interrupted = tmp_path / "interrupted"
     interrupted_runs.run_straight_then_kill(lambda out: mixed_sets.finetune_cli(*common, "--out", str(out)),
                                             tmp_path / "straight", interrupted)
@@ -127,9 +128,14 @@ def test_killed_mixed_run_resumes_to_the_same_weights(interrupted_runs, clive_li
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stderr
     for name in ("last.safetensors", "best.safetensors"):
-        a = load_checkpoint(tmp_path / "straight" / name, stage=2).model.state_dict()
-        b = load_checkpoint(interrupted / name, stage=2).model.state_dict()
-        assert all(torch.equal(a[k], b[k]) for k in a), name
+        a = load_checkpoint(tmp_path / "straight" / name, stage=2)
+        b = load_checkpoint(interrupted / name, stage=2)
+        a_weights, b_weights = a.model.state_dict(), b.model.state_dict()
+        assert all(torch.equal(a_weights[k], b_weights[k]) for k in a_weights), name
+        assert a.extra_tensors.keys() == b.extra_tensors.keys()        # optimizer state (+ the average)
+        assert all(torch.equal(a.extra_tensors[k], b.extra_tensors[k]) for k in a.extra_tensors), name
+    if average:
+        assert any(k.startswith("ema/") for k in load_checkpoint(interrupted / "last.safetensors", stage=2).extra_tensors)
     a_results = json.loads((tmp_path / "straight" / "results.json").read_text())
     b_results = json.loads((interrupted / "results.json").read_text())
     assert a_results["rounds"] == b_results["rounds"] and a_results["mix_test"] == b_results["mix_test"]

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -33,6 +34,7 @@ from pinet.checkpoint import CheckpointError, load_checkpoint, read_header, save
 from pinet_runtime.errors import PinetError
 from pinet_runtime.files import write_text_atomic
 from pinet_runtime.preprocess import Preprocessing
+from pinet_training.weight_average import WeightAverage
 
 STATE_KIND = "pinet-training-state"
 _OPTIMIZER_PREFIX = "optimizer."
@@ -189,6 +191,11 @@ class TrainingRun:
     settings: dict
     info: dict = field(default_factory=dict)
     state: TrainingState = field(default_factory=TrainingState)
+    average: WeightAverage | None = None  # --ema-decay: validated and saved as best/snapshots instead
+
+    def evaluated_weights(self):
+        """Context in which ``model`` holds the weights that are validated and shipped."""
+        return self.average.applied(self.model) if self.average is not None else nullcontext()
 
     @property
     def last_path(self) -> Path:
@@ -207,6 +214,8 @@ class TrainingRun:
         extra = None
         if with_optimizer:
             extra, metadata["optimizer"] = optimizer_state_to_tensors(self.optimizer)
+            if self.average is not None:
+                extra.update(self.average.state_tensors())
         return save_checkpoint(path, self.model, self.preprocessing, metadata, extra)
 
     def resume(self, path: str | Path | None = None) -> None:
@@ -242,6 +251,11 @@ class TrainingRun:
             optimizer_state_from_tensors(self.optimizer, loaded.extra_tensors, training["optimizer"])
         except (KeyError, ValueError) as err:
             raise ResumeError(f"{path}: optimizer state does not fit this run ({err})") from None
+        if self.average is not None:
+            try:
+                self.average.load_state_tensors(loaded.extra_tensors)
+            except ValueError as err:
+                raise ResumeError(f"{path}: {err}") from None
         self.state = TrainingState(step=int(training["step"]), epoch=int(training["epoch"]),
                                    best_metric=training.get("best_metric"), best_step=training.get("best_step"),
                                    last_validation=training.get("last_validation", {}))
@@ -352,6 +366,8 @@ def fit(run: TrainingRun, plan: LoopPlan, batches: Iterable, step_fn: Callable[[
             started = time.perf_counter()
             metrics = step_fn(state.step, batch)
             state.step += 1
+            if run.average is not None:
+                run.average.update(run.model, state.step)
             # Wall time of the optimizer step alone (data loading excluded); for speed reports only.
             if is_main:
                 logger.log({"kind": "train", "step": state.step, **metrics,
@@ -362,20 +378,21 @@ def fit(run: TrainingRun, plan: LoopPlan, batches: Iterable, step_fn: Callable[[
             if epoch_end:
                 state.epoch = state.step // plan.steps_per_epoch
             if (epoch_end or final) and validate is not None and is_main:
-                run.model.eval()
-                with torch.no_grad():
-                    scores = validate()
-                run.model.train()
-                state.last_validation = {"step": state.step, **scores}
-                logger.log({"kind": "val", "step": state.step, "epoch": state.epoch, **scores})
-                progress.note(f"step {state.step} validation: "
-                              + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
-                value = scores[plan.best_metric]
-                better = (state.best_metric is None or
-                          (value > state.best_metric if plan.higher_is_better else value < state.best_metric))
-                if better and not math.isnan(value):
-                    state.best_metric, state.best_step = float(value), state.step
-                    run.save(run.best_path, with_optimizer=False)
+                with run.evaluated_weights():
+                    run.model.eval()
+                    with torch.no_grad():
+                        scores = validate()
+                    run.model.train()
+                    state.last_validation = {"step": state.step, **scores}
+                    logger.log({"kind": "val", "step": state.step, "epoch": state.epoch, **scores})
+                    progress.note(f"step {state.step} validation: "
+                                  + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+                    value = scores[plan.best_metric]
+                    better = (state.best_metric is None or
+                              (value > state.best_metric if plan.higher_is_better else value < state.best_metric))
+                    if better and not math.isnan(value):
+                        state.best_metric, state.best_step = float(value), state.step
+                        run.save(run.best_path, with_optimizer=False)
             if is_main and (final or state.step % plan.checkpoint_every == 0):
                 run.save(run.last_path)
     return state

@@ -77,6 +77,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
 
     from pinet_training import distributed
     from pinet_training.engine import TrainingRun, configure_threads, make_deterministic, select_device
+    from pinet_training.weight_average import WeightAverage
 
     try:
         device = select_device(settings.device)
@@ -179,7 +180,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     if settings.eval_engine != "torch":
         compared["eval_engine"] = settings.eval_engine
     for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last", "train_head_only",
-                "mix_train_images", "fresh_head", "train_last_stages"):
+                "mix_train_images", "fresh_head", "train_last_stages", "ema_decay"):
         if getattr(settings, key):
             compared[key] = getattr(settings, key)
     if settings.mix_pairs != "any":
@@ -201,7 +202,8 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
             datasets[1].update(train_images=len(cache.mix_train), heldout_images=len(cache.mix_heldout))
     directory = round_dir(settings, round_index)
     run = TrainingRun(run_dir=directory, model=model, optimizer=optimizer, preprocessing=prep,
-                      settings=compared, info=info)
+                      settings=compared, info=info,
+                      average=WeightAverage(model, settings.ema_decay) if settings.ema_decay else None)
     notes = [init_info["note"]] if init_info.get("note") else []
     last = run.last_path
     if settings.resume and last.is_file():
@@ -297,7 +299,8 @@ def finish_round(prepared: PreparedRound, settings: FinetuneSettings) -> dict:
     run = prepared.run
     split_record = run.info[SPLIT_KEY]
     if settings.train_on_all:          # no validation: the last epoch is the model
-        run.save(run.best_path, with_optimizer=False)
+        with run.evaluated_weights():
+            run.save(run.best_path, with_optimizer=False)
         epoch, evaluation = settings.epochs, None
     else:
         epoch = chosen_epoch(prepared)

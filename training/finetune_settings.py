@@ -68,6 +68,7 @@ class FinetuneSettings:
     train_last_stages: int = 0             # --cache-level taps: the last N backbone stages train (N = 3: f2 -> f5)
     fresh_head: bool = False               # only the backbone from --init; staircase, branches, regressor random
     mix_train_images: int | None = None    # --train-head-only: a fixed subset of the mix set's training images
+    ema_decay: float = 0.0                 # > 0: validate and ship a moving average of the weights (weight_average)
 
 
 def dataset_fingerprint(dataset: IQADataset) -> str:
@@ -121,6 +122,8 @@ def check_settings(settings: FinetuneSettings) -> None:
                             f"{settings.batch_size} (the rest of each batch is the primary set)")
     if min(settings.mix_weight, settings.rank_weight, settings.freeze_backbone_stages) < 0:
         raise FinetuneError("--mix-weight, --rank-weight and --freeze-backbone-stages must be >= 0")
+    if not 0.0 <= settings.ema_decay < 1.0:
+        raise FinetuneError(f"--ema-decay must be in [0, 1) (0: off), got {settings.ema_decay}")
     if settings.mix_eval_max_images < 1:
         raise FinetuneError("--mix-eval-max-images must be >= 1")
     if settings.eval_engine not in ("torch", "onnx"):

@@ -97,6 +97,9 @@ def finetune(
                                     "branches and regressor start from seeded random weights"),
     mix_train_images: Optional[int] = typer.Option(None, "--mix-train-images", min=1, help="--train-head-only: "
                                                    "cache a fixed subset of this many mix training images"),
+    ema_decay: float = typer.Option(0.0, "--ema-decay", min=0.0, max=0.9999, help="Validate, snapshot and ship an "
+                                    "exponential moving average of the weights with this decay per step (e.g. "
+                                    "0.98); 0: off"),
     train_on_all: bool = typer.Option(False, "--train-on-all", help="No split: train on every image for --epochs "
                                       "(settings chosen earlier by --rounds); no test figures"),
     epochs: int = typer.Option(30, "--epochs", help="Epochs per round"),
@@ -151,7 +154,7 @@ def finetune(
         cache_level=cache_level.value, fresh_head=fresh_head,
         train_last_stages=max(train_last_stages, int(train_last_stage)),
         mix_pairs=mix_pairs.value,
-        mix_train_images=mix_train_images, nproc_per_node=nproc_per_node)
+        mix_train_images=mix_train_images, ema_decay=ema_decay, nproc_per_node=nproc_per_node)
     run_in_processes(nproc_per_node, run_finetuning, settings)
 
 
