@@ -16,7 +16,7 @@ NNCF's accuracy-controlled quantization, the search
    meets the target when it computes no more nodes in float than the set of step 3. Why: a node
    kept inside the INT8 graph is an island; its producer loses its QuantizeLinear and runs in
    float on INT8 weights, and each island switches layouts twice. On the shipped Lite0 a 6-node
-   prefix ran 1.1-1.2x faster than the searched 5-node set (7 nodes in float) and followed FP32
+   prefix ran about 1.1x faster than a searched 5-node set (7 nodes in float) and followed FP32
    more closely on unseen photos (docs/export.md).
 
 The caller owns quantization and scoring (``score_with_fp32_nodes``), so this module is the
