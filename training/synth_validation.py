@@ -35,13 +35,9 @@ def score_items(model: Path, items: list[SynthItem], batch_size: int = 8) -> np.
 
 def pairwise_accuracy(items: list[SynthItem], scores: np.ndarray, margin: float = PAIR_MARGIN) -> tuple[float, int]:
     """Share of same-reference pairs (pseudo scores more than ``margin`` apart) ordered as the pseudo-MOS."""
-    by_reference: dict[str, list[int]] = defaultdict(list)
-    for index, item in enumerate(items):
-        by_reference[item.reference].append(index)
     correct = total = 0
     targets = np.array([item.pseudo_score for item in items])
-    for indices in by_reference.values():
-        idx = np.array(indices)
+    for idx in _indices_by_reference(items):
         gap = targets[idx][:, None] - targets[idx][None, :]
         predicted = scores[idx][:, None] - scores[idx][None, :]
         eligible = gap > margin                       # each unordered pair once, better image first
@@ -62,17 +58,22 @@ def figures(items: list[SynthItem], scores: np.ndarray) -> dict:
     accuracy, pairs = pairwise_accuracy(items, scores)
     return {"images": len(items), "overall": overall, "per_class": per_class,
             "pairwise_accuracy": accuracy, "pairs": pairs, "pair_margin": PAIR_MARGIN,
-            "per_reference_median_srcc": _median_srcc(items, scores, lambda item: item.reference),
+            "per_reference_median_srcc": _median_srcc(items, scores),
             "per_type": per_type_figures(items, scores)}
 
 
-def _median_srcc(items: list[SynthItem], scores: np.ndarray, key) -> float:
-    """Median SRCC vs the pseudo-MOS within groups of items (groups of fewer than 3 are left out)."""
-    groups: dict[object, list[int]] = defaultdict(list)
+def _indices_by_reference(items: list[SynthItem]) -> list[np.ndarray]:
+    """The item indices of each reference photo."""
+    groups: dict[str, list[int]] = defaultdict(list)
     for index, item in enumerate(items):
-        groups[key(item)].append(index)
+        groups[item.reference].append(index)
+    return [np.array(indices) for indices in groups.values()]
+
+
+def _median_srcc(items: list[SynthItem], scores: np.ndarray) -> float:
+    """Median SRCC vs the pseudo-MOS within each reference (references with fewer than 3 items are left out)."""
     targets = np.array([item.pseudo_score for item in items])
-    values = [srcc(scores[idx], targets[idx]) for idx in map(np.array, groups.values()) if len(idx) >= 3]
+    values = [srcc(scores[idx], targets[idx]) for idx in _indices_by_reference(items) if len(idx) >= 3]
     values = [value for value in values if np.isfinite(value)]
     return float(np.median(values)) if values else float("nan")
 
@@ -91,7 +92,7 @@ def per_type_figures(items: list[SynthItem], scores: np.ndarray) -> dict:
         members = [item for item, inside in zip(items, mask) if inside]
         table[name] = {"images": int(mask.sum()), "mean_pseudo": float(targets[mask].mean()),
                        "mean_score": float(scores[mask].mean()), "mean_mapped": float(mapped[mask].mean()),
-                       "level_srcc": _median_srcc(members, scores[mask], lambda item: item.reference),
+                       "level_srcc": _median_srcc(members, scores[mask]),
                        "srcc_without": srcc(scores[~mask], targets[~mask]) if (~mask).sum() >= 2 else float("nan")}
     return table
 
