@@ -51,11 +51,13 @@ class _ScoringActor:
         # The model's bytes sit once in the object store; the reference is wrapped in a list so Ray
         # passes it as is (an actor whose own arguments live there cannot be restarted safely).
         model_bytes = ray.get(model_ref[0])
-        # Written under the model's own file name, so that a model-side message names the same file.
-        self._folder = tempfile.TemporaryDirectory(prefix="pinet-ray-model-")
-        local = Path(self._folder.name) / model_name
-        local.write_bytes(model_bytes)
-        self.scorer = Scorer(local, providers=providers, threads=threads)
+        # Written under the model's own file name, so that a model-side message names the same file,
+        # and removed as soon as the session is built (onnxruntime has read it all by then): Ray ends
+        # actors without running finalizers, so a folder kept for the actor's life would be left behind.
+        with tempfile.TemporaryDirectory(prefix="pinet-ray-model-") as folder:
+            local = Path(folder) / model_name
+            local.write_bytes(model_bytes)
+            self.scorer = Scorer(local, providers=providers, threads=threads)
         self.batch_size = batch_size
         self.path_column = path_column
 

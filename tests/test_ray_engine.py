@@ -88,10 +88,14 @@ def test_cli_on_a_local_instance_matches_the_local_path(photo_folder, ray_tmp, b
 
 
 @pytest.mark.slow
-def test_python_api_and_cli_on_a_running_cluster(photo_folder, ray_tmp, tmp_path):
+def test_python_api_and_cli_on_a_running_cluster(photo_folder, ray_tmp, tmp_path, monkeypatch):
     """A running instance stands in for a cluster: score_dataset with Ray's Parquet writer, score_paths
     in input order, and `pinet score --ray-address` writing CSV with --ray-output (and leaving the
-    cluster running)."""
+    cluster running). The actors' copies of the model do not outlive them: Ray ends actors without
+    running their finalizers."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))        # inherited by the instance's worker processes
     import pyarrow.csv
     import pyarrow.parquet
     import ray
@@ -133,6 +137,7 @@ def test_python_api_and_cli_on_a_running_cluster(photo_folder, ray_tmp, tmp_path
             score_dataset(ray.data.from_items([{"path": files[0]}]), providers="cuda")
     finally:
         ray.shutdown()
+    assert list(scratch.glob("pinet-ray-model-*")) == [], "an actor's model copy outlived the job"
 
 
 def test_ray_options_need_the_ray_engine(sample_photos):
