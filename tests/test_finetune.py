@@ -246,3 +246,31 @@ def test_val_max_images_chooses_the_epoch_on_a_fixed_subset(replica, tmp_path):
     assert validation_subset(val, settings) == subset                       # fixed by the seed
     assert validation_subset(val, _settings(replica, tmp_path / "run", val_max_images=None)) == val
     assert validation_subset(val[:5], settings) == val[:5]
+
+
+@pytest.mark.slow
+def test_a_finished_run_trains_on_when_epochs_grow(replica, tmp_path):
+    """--resume with a larger --epochs continues a finished round from its last checkpoint: the same
+    weights, epoch choice and test figures as a run started with that many epochs. A smaller
+    --epochs is refused (the epoch was chosen among the later ones too)."""
+    from pinet_training.finetune import FinetuneError, run_finetune
+
+    said = []
+    straight, _ = run_finetune(_settings(replica, tmp_path / "straight", epochs=3, rounds=2), lambda _: None)
+    run_finetune(_settings(replica, tmp_path / "grown", epochs=2, rounds=2), lambda _: None)
+    grown, _ = run_finetune(_settings(replica, tmp_path / "grown", epochs=3, rounds=2, resume=True), said.append)
+    assert sum("finished after 2 epochs; training on to 3" in line for line in said) == 2, said
+    for name in ("round_01/last.safetensors", "round_02/best.safetensors"):
+        a = load_checkpoint(tmp_path / "straight" / name, stage=2).model.state_dict()
+        b = load_checkpoint(tmp_path / "grown" / name, stage=2).model.state_dict()
+        assert all(torch.equal(a[key], b[key]) for key in a), name
+    keys = ("chosen_epoch", "best_step", "val_srcc", "test", "split_seed")
+    assert [{k: r[k] for k in keys} for r in grown] == [{k: r[k] for k in keys} for r in straight]
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "grown" / "round_01" / "log.jsonl").read_text().splitlines()
+            if json.loads(line)["kind"] == "val"] == [1, 2, 3]
+
+    again = []
+    run_finetune(_settings(replica, tmp_path / "grown", epochs=3, rounds=2, resume=True), again.append)
+    assert sum("already finished" in line for line in again) == 2
+    with pytest.raises(FinetuneError, match=r"round_01 has trained 3 epochs; --epochs 2 cannot shorten it"):
+        run_finetune(_settings(replica, tmp_path / "grown", epochs=2, rounds=2, resume=True), lambda _: None)

@@ -37,7 +37,7 @@ from pinet_training.onnx_eval import scoring_model
 from pinet_training.mixed import LossWeights, MixedBatches, dataset_record, mix_batches, mixed_loss, \
     score_meaning_name
 from pinet_training.finetune_settings import (  # noqa: F401 (re-exported: the module's public names)
-    LOSSES, FinetuneSettings, check_settings, dataset_fingerprint, load_data, load_mix, round_dir,
+    LOSSES, FinetuneSettings, check_settings, dataset_fingerprint, load_data, load_mix, round_dir, trained_epochs,
 )
 from pinet_runtime.files import write_json_atomic
 from pinet_training.protocol import Split
@@ -338,7 +338,8 @@ def finish_round(prepared: PreparedRound, settings: FinetuneSettings) -> dict:
 
 
 def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tuple[list[dict], Path]:
-    """All rounds (finished rounds are skipped on --resume), then the results files."""
+    """All rounds (on --resume finished rounds are skipped, or trained on when --epochs grew), then the
+    results files."""
     check_settings(settings)
     dataset, mix = load_data(settings), load_mix(settings)
     if dataset.name == "synthetic" and settings.rounds > 1:
@@ -349,9 +350,20 @@ def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tupl
         directory = round_dir(settings, round_index)
         done = directory / "round.json"
         if settings.resume and done.is_file():
-            results.append(json.loads(done.read_text()))
-            say(f"round {round_index + 1}/{settings.rounds}: already finished ({done})")
-            continue
+            trained = trained_epochs(directory)
+            if trained == settings.epochs:
+                results.append(json.loads(done.read_text()))
+                say(f"round {round_index + 1}/{settings.rounds}: already finished ({done})")
+                continue
+            if trained > settings.epochs:
+                raise FinetuneError(f"{directory} has trained {trained} epochs; --epochs {settings.epochs} cannot "
+                                    "shorten it (its epoch was chosen among all of them): pass --epochs "
+                                    f"{trained} or more")
+            # Batches are a pure function of (seed, step) and the lr is constant, so training on from
+            # the last checkpoint equals a run started with the larger --epochs; the epoch is then
+            # chosen again over all of them and the test split scored once more.
+            say(f"round {round_index + 1}/{settings.rounds}: finished after {trained} epochs; training on to "
+                f"{settings.epochs}")
         prepared = prepare_round(settings, dataset, round_index, mix)
         collective = prepared.collective
         if not collective.is_main:        # another process of a multi-process run: it trains, rank 0 reports

@@ -103,6 +103,19 @@ def round_dir(settings: FinetuneSettings, round_index: int) -> Path:
     return out if settings.rounds == 1 else out / f"round_{round_index + 1:02d}"
 
 
+def trained_epochs(directory: Path) -> int:
+    """How many epochs the round in ``directory`` has trained, from its last.safetensors (an epoch
+    that was started counts whole, so a round stopped part-way through an extension reads as longer)."""
+    from pinet.checkpoint import read_header
+
+    last = Path(directory) / "last.safetensors"
+    if not last.is_file():
+        raise FinetuneError(f"{directory}: round.json is there but {last.name} is not, so how far the round "
+                            "trained is unknown; move the folder away to train it afresh")
+    training = read_header(last).training
+    return -(-int(training["step"]) // int(training["info"]["steps_per_epoch"]))
+
+
 def check_settings(settings: FinetuneSettings) -> None:
     for name in ("epochs", "batch_size", "crops_per_image", "rounds", "checkpoint_every", "eval_batch_size"):
         if getattr(settings, name) < 1:

@@ -130,7 +130,8 @@ def finetune(
     threads: Optional[int] = THREADS_OPTION,
     checkpoint_every: int = CHECKPOINT_EVERY_OPTION,
     eval_batch_size: int = typer.Option(8, "--eval-batch-size", help="Images per forward pass in val/test scoring"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (finished rounds are kept)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (finished rounds are "
+                                "kept; with a larger --epochs they train on and the epoch is chosen again)"),
     progress: bool = PROGRESS_OPTION,
     nproc_per_node: int = NPROC_OPTION,
 ) -> None:
