@@ -31,10 +31,10 @@ def layouts(prep) -> dict:
 
 
 def score_round(round_dir: Path, onnx_dir: Path) -> dict:
-    from pinet.checkpoint import load_checkpoint
+    from pinet.checkpoint import read_header
     from pinet_runtime.preprocess import load_image, make_crops
     from pinet_runtime.scorer import Scorer
-    from pinet_training.checkpoint_evaluation import sample_id
+    from pinet_training.checkpoint_evaluation import recorded_split, sample_id
     from pinet_training.datasets import load_dataset
     from pinet_training.metrics import plcc, srcc
 
@@ -42,16 +42,19 @@ def score_round(round_dir: Path, onnx_dir: Path) -> dict:
     if not (onnx_dir / "model.onnx").exists():
         subprocess.run(["pinet", "export", str(checkpoint), "--out", str(onnx_dir), "--no-validate"],
                        check=True, capture_output=True)
-    training = load_checkpoint(checkpoint, stage=2).header.training
+    training = read_header(checkpoint).training
     primary = training["info"]["datasets"][0]
     dataset = load_dataset(primary["name"], primary["root"])
     by_id = {sample_id(s, dataset): s for s in dataset.samples}
-    test = [by_id[i] for i in training["split"]["test_ids"]]
+    test = [by_id[i] for i in recorded_split(training, checkpoint, dataset)]
     scorer = Scorer(onnx_dir / "model.onnx", threads=2)
     scores: dict[str, list[float]] = {}
     for sample in test:
+        resized = {}   # one decode + resize per scale, shared by the layouts at that scale
         for name, prep in layouts(scorer.preprocessing).items():
-            crops = make_crops(load_image(sample.path, prep), prep)
+            if prep.resize_short_side not in resized:
+                resized[prep.resize_short_side] = load_image(sample.path, prep)
+            crops = make_crops(resized[prep.resize_short_side], prep)
             if name.startswith("contract"):   # the same crops mirrored: 10 crops
                 per_crop = scorer.score_crops(np.concatenate([crops, crops[..., ::-1]]))
                 scores.setdefault(name, []).append(per_crop[:len(crops)].mean())
