@@ -37,7 +37,8 @@ from pinet_training.onnx_eval import scoring_model
 from pinet_training.mixed import LossWeights, MixedBatches, dataset_record, mix_batches, mixed_loss, \
     score_meaning_name
 from pinet_training.finetune_settings import (  # noqa: F401 (re-exported: the module's public names)
-    LOSSES, FinetuneSettings, check_settings, dataset_fingerprint, load_data, load_mix, round_dir, trained_epochs,
+    LOSSES, FinetuneSettings, check_settings, dataset_fingerprint, load_data, load_mix, lr_factor, round_dir,
+    trained_epochs,
 )
 from pinet_runtime.files import write_json_atomic
 from pinet_training.protocol import Split
@@ -180,7 +181,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     if settings.eval_engine != "torch":
         compared["eval_engine"] = settings.eval_engine
     for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last", "train_head_only",
-                "mix_train_images", "fresh_head", "train_last_stages", "ema_decay"):
+                "mix_train_images", "fresh_head", "train_last_stages", "ema_decay", "lr_cosine_epochs"):
         if getattr(settings, key):
             compared[key] = getattr(settings, key)
     if settings.mix_pairs != "any":
@@ -238,6 +239,9 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
         if not total:
             return {"images": 0}
         keep_frozen_in_eval(prepared.frozen or [])
+        factor = lr_factor(settings, step, prepared.batches.steps_per_epoch)
+        for group, base in zip(run.optimizer.param_groups, (settings.lr_backbone, settings.lr_head)):
+            group["lr"] = base * factor
         if "features" in batch:                       # --train-head-only: cached representations
             predictions = prepared.cache.forward(run.model, [part.to(device) for part in batch["features"]])
         else:
@@ -279,8 +283,8 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
 
     def snapshot() -> dict[str, float]:
         # --train-on-all has no validation: keep each epoch's weights (epoch_NN.safetensors). The lr
-        # is constant and batches are a pure function of (seed, step), so epoch e of a longer run
-        # IS the e-epoch model: a run started before the split rounds finish can ship their choice.
+        # schedule and the batches are pure functions of the step, so epoch e of a longer run IS the
+        # e-epoch model: a run started before the split rounds finish can ship their choice.
         run.save(Path(run.run_dir) / f"epoch_{run.state.epoch:02d}.safetensors", with_optimizer=False)
         return {BEST_METRIC: float("nan")}
 

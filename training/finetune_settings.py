@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class FinetuneSettings:
     fresh_head: bool = False               # only the backbone from --init; staircase, branches, regressor random
     mix_train_images: int | None = None    # --train-head-only: a fixed subset of the mix set's training images
     ema_decay: float = 0.0                 # > 0: validate and ship a moving average of the weights (weight_average)
+    lr_cosine_epochs: int = 0              # > 0: both lrs fall on a half cosine to 0 over this many epochs (lr_factor)
 
 
 def dataset_fingerprint(dataset: IQADataset) -> str:
@@ -116,6 +118,16 @@ def trained_epochs(directory: Path) -> int:
     return -(-int(training["step"]) // int(training["info"]["steps_per_epoch"]))
 
 
+def lr_factor(settings: FinetuneSettings, step: int, steps_per_epoch: int) -> float:
+    """The multiplier of both learning rates for optimizer step ``step`` (0-based). A pure function of
+    the step whose horizon is set in epochs, not by --epochs: a resumed run, a run trained on with a
+    larger --epochs and the epoch snapshots of a longer --train-on-all run all see the same schedule."""
+    if not settings.lr_cosine_epochs:
+        return 1.0
+    horizon = settings.lr_cosine_epochs * steps_per_epoch
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, horizon) / horizon))
+
+
 def check_settings(settings: FinetuneSettings) -> None:
     for name in ("epochs", "batch_size", "crops_per_image", "rounds", "checkpoint_every", "eval_batch_size"):
         if getattr(settings, name) < 1:
@@ -135,6 +147,8 @@ def check_settings(settings: FinetuneSettings) -> None:
                             f"{settings.batch_size} (the rest of each batch is the primary set)")
     if min(settings.mix_weight, settings.rank_weight, settings.freeze_backbone_stages) < 0:
         raise FinetuneError("--mix-weight, --rank-weight and --freeze-backbone-stages must be >= 0")
+    if settings.lr_cosine_epochs < 0:
+        raise FinetuneError(f"--lr-cosine-epochs must be >= 0 (0: constant learning rates), got {settings.lr_cosine_epochs}")
     if not 0.0 <= settings.ema_decay < 1.0:
         raise FinetuneError(f"--ema-decay must be in [0, 1) (0: off), got {settings.ema_decay}")
     if settings.mix_eval_max_images < 1:

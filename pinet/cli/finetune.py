@@ -100,6 +100,8 @@ def finetune(
     ema_decay: float = typer.Option(0.0, "--ema-decay", min=0.0, max=0.9999, help="Validate, snapshot and ship an "
                                     "exponential moving average of the weights with this decay per step (e.g. "
                                     "0.98); 0: off"),
+    lr_cosine_epochs: int = typer.Option(0, "--lr-cosine-epochs", min=0, help="Lower both learning rates on a "
+                                         "half cosine to 0 over this many epochs (then 0); 0: constant"),
     train_on_all: bool = typer.Option(False, "--train-on-all", help="No split: train on every image for --epochs "
                                       "(settings chosen earlier by --rounds); no test figures"),
     epochs: int = typer.Option(30, "--epochs", help="Epochs per round"),
@@ -155,7 +157,8 @@ def finetune(
         cache_level=cache_level.value, fresh_head=fresh_head,
         train_last_stages=max(train_last_stages, int(train_last_stage)),
         mix_pairs=mix_pairs.value,
-        mix_train_images=mix_train_images, ema_decay=ema_decay, nproc_per_node=nproc_per_node)
+        mix_train_images=mix_train_images, ema_decay=ema_decay, lr_cosine_epochs=lr_cosine_epochs,
+        nproc_per_node=nproc_per_node)
     run_in_processes(nproc_per_node, run_finetuning, settings)
 
 
