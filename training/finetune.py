@@ -363,7 +363,7 @@ def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tupl
                 raise FinetuneError(f"{directory} has trained {trained} epochs; --epochs {settings.epochs} cannot "
                                     "shorten it (its epoch was chosen among all of them): pass --epochs "
                                     f"{trained} or more")
-            # Batches are a pure function of (seed, step) and the lr is constant, so training on from
+            # Batches and the lr schedule are pure functions of the step, so training on from
             # the last checkpoint equals a run started with the larger --epochs; the epoch is then
             # chosen again over all of them and the test split scored once more.
             say(f"round {round_index + 1}/{settings.rounds}: finished after {trained} epochs; training on to "
