@@ -37,8 +37,8 @@ from pinet_training.onnx_eval import scoring_model
 from pinet_training.mixed import LossWeights, MixedBatches, dataset_record, mix_batches, mixed_loss, \
     score_meaning_name
 from pinet_training.finetune_settings import (  # noqa: F401 (re-exported: the module's public names)
-    LOSSES, FinetuneSettings, check_settings, dataset_fingerprint, load_data, load_mix, lr_factor, round_dir,
-    trained_epochs,
+    LOSSES, FinetuneSettings, check_settings, compared_settings, dataset_fingerprint, load_data, load_mix,
+    lr_factor, round_dir, trained_epochs,
 )
 from pinet_runtime.files import write_json_atomic
 from pinet_training.protocol import Split
@@ -159,35 +159,14 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     split_record = {"dataset": dataset.name, "rule": split.rule, "seed": split.split.seed, "round": round_index,
                     "note": split.note, "test_ids": [sample_id(dataset.samples[i], dataset) for i in split.split.test],
                     "n_train": len(split.split.train), "n_val": len(split.split.val), "n_test": len(split.split.test)}
-    compared = {"variant": model.config.variant, "dataset": dataset.name, "data_sha256": dataset_fingerprint(dataset),
-                "init": init_info.get("init_sha256", f"none/{init_info.get('backbone_init')}"),
-                "batch_size": settings.batch_size, "lr_backbone": settings.lr_backbone, "lr_head": settings.lr_head,
-                "weight_decay": settings.weight_decay, "crops_per_image": settings.crops_per_image,
-                "images_per_epoch": settings.images_per_epoch,
-                "val_max_images": settings.val_max_images, "flip": settings.flip, "loss": settings.loss,
-                "val_fraction": settings.val_fraction, "seed": seed,
-                "split_seed": settings.split_seed, "round": round_index}
+    compared = compared_settings(settings, model.config.variant, dataset, mix, init_info, seed, round_index)
     datasets = [dataset_record(dataset, "primary", f"{settings.loss} on the normalised score"
                                + (f" + {settings.rank_weight:g} x fidelity ranking" if settings.rank_weight else ""),
                                normalised_range=[0.0, 1.0], include_anchors=settings.include_anchors)]
     if mix is not None:
-        compared.update(mix_dataset=mix.name, mix_data_sha256=dataset_fingerprint(mix), mix_weight=settings.mix_weight,
-                        mix_per_batch=settings.mix_per_batch, rank_weight=settings.rank_weight)
         datasets.append(dataset_record(mix, "mix", f"{settings.mix_weight:g} x fidelity ranking within this set only "
                                        "(its scale never meets the primary one)", per_batch=settings.mix_per_batch,
                                        train_images=len(mix_split.split.train), split_rule=mix_split.rule))
-    elif settings.rank_weight:
-        compared["rank_weight"] = settings.rank_weight
-    if settings.eval_engine != "torch":
-        compared["eval_engine"] = settings.eval_engine
-    for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last", "train_head_only",
-                "mix_train_images", "fresh_head", "train_last_stages", "ema_decay", "lr_cosine_epochs"):
-        if getattr(settings, key):
-            compared[key] = getattr(settings, key)
-    if settings.mix_pairs != "any":
-        compared["mix_pairs"] = settings.mix_pairs
-    if settings.train_head_only:
-        compared["cache_level"] = settings.cache_level
     info = {**init_info, "dataset_root": str(Path(dataset.root).resolve()), "resize": resize_why,
             "device": str(device), "threads": threads, "workers": settings.workers, "epochs": settings.epochs,
             "total_steps": total_steps, "steps_per_epoch": batches.steps_per_epoch, "optimizer": "Adam",

@@ -100,6 +100,36 @@ def load_mix(settings: FinetuneSettings) -> IQADataset | None:
         raise FinetuneError(f"--mix-dataset {settings.mix_dataset}: {err}") from None
 
 
+def compared_settings(settings: FinetuneSettings, variant: str, dataset: IQADataset, mix: IQADataset | None,
+                      init_info: dict, seed: int, round_index: int) -> dict:
+    """What a resume must find unchanged (stored in every checkpoint of the round); options at their
+    default are left out, so runs from before an option existed still resume."""
+    compared = {"variant": variant, "dataset": dataset.name, "data_sha256": dataset_fingerprint(dataset),
+                "init": init_info.get("init_sha256", f"none/{init_info.get('backbone_init')}"),
+                "batch_size": settings.batch_size, "lr_backbone": settings.lr_backbone, "lr_head": settings.lr_head,
+                "weight_decay": settings.weight_decay, "crops_per_image": settings.crops_per_image,
+                "images_per_epoch": settings.images_per_epoch,
+                "val_max_images": settings.val_max_images, "flip": settings.flip, "loss": settings.loss,
+                "val_fraction": settings.val_fraction, "seed": seed,
+                "split_seed": settings.split_seed, "round": round_index}
+    if mix is not None:
+        compared.update(mix_dataset=mix.name, mix_data_sha256=dataset_fingerprint(mix), mix_weight=settings.mix_weight,
+                        mix_per_batch=settings.mix_per_batch, rank_weight=settings.rank_weight)
+    elif settings.rank_weight:
+        compared["rank_weight"] = settings.rank_weight
+    if settings.eval_engine != "torch":
+        compared["eval_engine"] = settings.eval_engine
+    for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last", "train_head_only",
+                "mix_train_images", "fresh_head", "train_last_stages", "ema_decay", "lr_cosine_epochs"):
+        if getattr(settings, key):
+            compared[key] = getattr(settings, key)
+    if settings.mix_pairs != "any":
+        compared["mix_pairs"] = settings.mix_pairs
+    if settings.train_head_only:
+        compared["cache_level"] = settings.cache_level
+    return compared
+
+
 def round_dir(settings: FinetuneSettings, round_index: int) -> Path:
     out = Path(settings.out_dir)
     return out if settings.rounds == 1 else out / f"round_{round_index + 1:02d}"
