@@ -56,6 +56,11 @@ def test_training_follows_the_schedule_and_epoch_snapshots_are_the_shorter_runs(
     assert all(torch.equal(snapshot[k], short[k]) for k in snapshot)
     assert not all(torch.equal(short[k], constant[k]) for k in short)    # the schedule changed the training
 
+    # another schedule cannot resume the run (its weights came from the first one)
+    changed = mixed_sets.settings(clive_like, synthetic, tmp_path / "short", epochs=2, lr_cosine_epochs=3,
+                                  lr_backbone=1e-3, lr_head=2e-3, train_on_all=True, resume=True)
+    with pytest.raises(Exception, match=r"lr_cosine_epochs=2 \(this run: 3\)"):
+        run_finetune(changed, lambda _: None)
     with pytest.raises(FinetuneError, match="--lr-cosine-epochs must be >= 0"):
         run_finetune(mixed_sets.settings(clive_like, synthetic, tmp_path / "bad", lr_cosine_epochs=-1),
                      lambda _: None)
