@@ -54,7 +54,10 @@ def test_wheel_installs_without_extras_and_scores(tiny_onnx, tmp_path, sample_ph
     with zipfile.ZipFile(wheel) as archive:
         packed = archive.namelist()
     assert not [name for name in packed if name.endswith(".safetensors")]  # the checkpoint stays out
-    assert {"pinet_runtime/assets/default.onnx", "pinet_runtime/assets/default.int8.onnx"} <= set(packed)
+    assert {"pinet_runtime/assets/default.onnx", "pinet_runtime/assets/default.int8.onnx",
+            "pinet_runtime/assets/u8s8_probe.onnx", "pinet_runtime/assets/samples/ATTRIBUTION.md"} <= set(packed)
+    assert len([name for name in packed if name.startswith("pinet_runtime/assets/samples/")
+                and name.endswith(".jpg")]) >= 8                            # `pinet export`'s default calibration
 
     venv = tmp_path / "venv"
     assert _run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
