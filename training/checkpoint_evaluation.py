@@ -118,6 +118,12 @@ class Evaluation:
                 "metrics": self.metrics, "skipped_images": self.problems, "settings": self.settings}
 
 
+def samples_by_ids(dataset: IQADataset, ids: Sequence[str]) -> list[IQASample]:
+    """The samples of ``dataset`` with these ids, in their order (KeyError for an id it lacks)."""
+    by_id = {sample_id(s, dataset): s for s in dataset.samples}
+    return [by_id[i] for i in ids]
+
+
 def recorded_split(training: dict, checkpoint: Path, dataset: IQADataset) -> list[str]:
     """The test sample ids a fine-tuning run stored, after checking they belong to ``dataset``."""
     split = training.get(SPLIT_KEY) or training.get("info", {}).get(SPLIT_KEY)
@@ -150,8 +156,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: IQADataset, split: str,
     training = loaded.header.training
     if split == "test":
         wanted = list(test_ids) if test_ids is not None else recorded_split(training, checkpoint, dataset)
-        by_id = {sample_id(s, dataset): s for s in dataset.samples}
-        samples = [by_id[i] for i in wanted]
+        samples = samples_by_ids(dataset, wanted)
     elif split == "all":
         samples = list(dataset.samples)
     else:

@@ -70,8 +70,8 @@ wait
 
 # 3. The shipped model: all 930 photos, for the median (low) epoch the splits chose (18 in run G24,
 #    2026-11-30). That run started this step with --epochs 16 alongside step 2, trained on to 24 and
-#    shipped its epoch_18.safetensors snapshot: constant lr + batches fixed by (seed, step) make it
-#    the same model.
+#    shipped its epoch_18.safetensors snapshot: the lr schedule and the batches are functions of the
+#    step alone, which makes it the same model.
 EPOCHS=$(python -c "import json,statistics,sys; r=[x for f in sys.argv[1:] for x in json.load(open(f))['rounds']]; \
 print(int(statistics.median_low([x['chosen_epoch'] for x in r])))" "$RUNS/splits_a/results.json" "$RUNS/splits_b/results.json")
 RESUME=()

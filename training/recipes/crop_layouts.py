@@ -34,7 +34,7 @@ def score_round(round_dir: Path, onnx_dir: Path) -> dict:
     from pinet.checkpoint import read_header
     from pinet_runtime.preprocess import load_image, make_crops
     from pinet_runtime.scorer import Scorer
-    from pinet_training.checkpoint_evaluation import recorded_split, sample_id
+    from pinet_training.checkpoint_evaluation import recorded_split, samples_by_ids
     from pinet_training.datasets import load_dataset
     from pinet_training.metrics import plcc, srcc
 
@@ -45,8 +45,7 @@ def score_round(round_dir: Path, onnx_dir: Path) -> dict:
     training = read_header(checkpoint).training
     primary = training["info"]["datasets"][0]
     dataset = load_dataset(primary["name"], primary["root"])
-    by_id = {sample_id(s, dataset): s for s in dataset.samples}
-    test = [by_id[i] for i in recorded_split(training, checkpoint, dataset)]
+    test = samples_by_ids(dataset, recorded_split(training, checkpoint, dataset))
     scorer = Scorer(onnx_dir / "model.onnx", threads=2)
     scores: dict[str, list[float]] = {}
     for sample in test:
