@@ -38,13 +38,11 @@ from pinet_training.mixed import LossWeights, MixedBatches, dataset_record, mix_
     score_meaning_name
 from pinet_training.finetune_settings import (  # noqa: F401 (re-exported: the module's public names)
     LOSSES, FinetuneSettings, check_settings, compared_settings, dataset_fingerprint, load_data, load_mix,
-    lr_factor, round_dir, trained_epochs,
+    lr_schedule, round_dir, trained_epochs,
 )
 from pinet_runtime.files import write_json_atomic
+from pinet_training.lr_schedule import group_lrs, parameter_groups
 from pinet_training.protocol import Split
-
-HEAD_PREFIX = "regressor."            # trained at --lr-head; everything else at --lr-backbone
-
 
 @dataclass
 class PreparedRound:
@@ -113,10 +111,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
                   else freeze_backbone_stages(model, settings.freeze_backbone_stages))
     except ValueError as err:
         raise FinetuneError(str(err)) from None
-    head = [p for n, p in model.named_parameters() if n.startswith(HEAD_PREFIX)]
-    body = [p for n, p in model.named_parameters() if not n.startswith(HEAD_PREFIX) and p.requires_grad]
-    optimizer = torch.optim.Adam([{"params": body, "lr": settings.lr_backbone},
-                                  {"params": head, "lr": settings.lr_head}], weight_decay=settings.weight_decay)
+    optimizer = torch.optim.Adam(parameter_groups(model, lr_schedule(settings)), weight_decay=settings.weight_decay)
 
     split = primary_split(settings, dataset, round_index)
     if init_info.get("init_stage") != 2 or settings.fresh_head:
@@ -218,9 +213,9 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
         if not total:
             return {"images": 0}
         keep_frozen_in_eval(prepared.frozen or [])
-        factor = lr_factor(settings, step, prepared.batches.steps_per_epoch)
-        for group, base in zip(run.optimizer.param_groups, (settings.lr_backbone, settings.lr_head)):
-            group["lr"] = base * factor
+        rates = group_lrs(lr_schedule(settings), step, prepared.batches.steps_per_epoch)
+        for group, rate in zip(run.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
         if "features" in batch:                       # --train-head-only: cached representations
             predictions = prepared.cache.forward(run.model, [part.to(device) for part in batch["features"]])
         else:

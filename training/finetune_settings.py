@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from pinet_training.datasets import CsvScale, DatasetError, IQADataset, load_dat
 from pinet_training.checkpoint_evaluation import DEFAULT_EVAL_BATCH, sample_id
 from pinet_training.finetune_report import FinetuneError
 from pinet_training.head_cache import LEVELS, TRAINABLE_STAGES
+from pinet_training.lr_schedule import LrSchedule
 
 LOSSES = ("l1", "mse")
 MIX_PAIRS = ("any", "within-reference")   # which mix pairs the ranking loss compares (--mix-pairs)
@@ -70,7 +70,8 @@ class FinetuneSettings:
     fresh_head: bool = False               # only the backbone from --init; staircase, branches, regressor random
     mix_train_images: int | None = None    # --train-head-only: a fixed subset of the mix set's training images
     ema_decay: float = 0.0                 # > 0: validate and ship a moving average of the weights (weight_average)
-    lr_cosine_epochs: int = 0              # > 0: both lrs fall on a half cosine to 0 over this many epochs (lr_factor)
+    lr_cosine_epochs: int = 0              # > 0: both lrs fall on a half cosine to 0 over this many epochs
+    backbone_warmup_epochs: int = 0        # > 0: the backbone's lr rises linearly from 0 over this many epochs
 
 
 def dataset_fingerprint(dataset: IQADataset) -> str:
@@ -120,7 +121,8 @@ def compared_settings(settings: FinetuneSettings, variant: str, dataset: IQAData
     if settings.eval_engine != "torch":
         compared["eval_engine"] = settings.eval_engine
     for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last", "train_head_only",
-                "mix_train_images", "fresh_head", "train_last_stages", "ema_decay", "lr_cosine_epochs"):
+                "mix_train_images", "fresh_head", "train_last_stages", "ema_decay", "lr_cosine_epochs",
+                "backbone_warmup_epochs"):
         if getattr(settings, key):
             compared[key] = getattr(settings, key)
     if settings.mix_pairs != "any":
@@ -148,14 +150,9 @@ def trained_epochs(directory: Path) -> int:
     return -(-int(training["step"]) // int(training["info"]["steps_per_epoch"]))
 
 
-def lr_factor(settings: FinetuneSettings, step: int, steps_per_epoch: int) -> float:
-    """The multiplier of both learning rates for optimizer step ``step`` (0-based). A pure function of
-    the step whose horizon is set in epochs, not by --epochs: a resumed run, a run trained on with a
-    larger --epochs and the epoch snapshots of a longer --train-on-all run all see the same schedule."""
-    if not settings.lr_cosine_epochs:
-        return 1.0
-    horizon = settings.lr_cosine_epochs * steps_per_epoch
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, horizon) / horizon))
+def lr_schedule(settings: FinetuneSettings) -> LrSchedule:
+    return LrSchedule(settings.lr_backbone, settings.lr_head, settings.lr_cosine_epochs,
+                      settings.backbone_warmup_epochs)
 
 
 def check_settings(settings: FinetuneSettings) -> None:
@@ -179,6 +176,11 @@ def check_settings(settings: FinetuneSettings) -> None:
         raise FinetuneError("--mix-weight, --rank-weight and --freeze-backbone-stages must be >= 0")
     if settings.lr_cosine_epochs < 0:
         raise FinetuneError(f"--lr-cosine-epochs must be >= 0 (0: constant learning rates), got {settings.lr_cosine_epochs}")
+    if settings.backbone_warmup_epochs < 0:
+        raise FinetuneError(f"--backbone-warmup-epochs must be >= 0 (0: no warm-up), got {settings.backbone_warmup_epochs}")
+    if settings.backbone_warmup_epochs and settings.train_head_only and not settings.train_last_stages:
+        raise FinetuneError("--backbone-warmup-epochs: the backbone does not train here (--train-head-only "
+                            "without --train-last-stages), so it has no learning rate to warm up")
     if not 0.0 <= settings.ema_decay < 1.0:
         raise FinetuneError(f"--ema-decay must be in [0, 1) (0: off), got {settings.ema_decay}")
     if settings.mix_eval_max_images < 1:

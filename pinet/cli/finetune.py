@@ -102,6 +102,10 @@ def finetune(
                                     "0.98); 0: off"),
     lr_cosine_epochs: int = typer.Option(0, "--lr-cosine-epochs", min=0, help="Lower both learning rates on a "
                                          "half cosine to 0 over this many epochs (then 0); 0: constant"),
+    backbone_warmup_epochs: int = typer.Option(0, "--backbone-warmup-epochs", min=0, help="Raise the pretrained "
+                                               "backbone's lr linearly from 0 over this many epochs while the rest "
+                                               "trains at full lr (spares its features the fresh head's early "
+                                               "noise); 0: off"),
     train_on_all: bool = typer.Option(False, "--train-on-all", help="No split: train on every image for --epochs "
                                       "(settings chosen earlier by --rounds); no test figures"),
     epochs: int = typer.Option(30, "--epochs", help="Epochs per round"),
@@ -158,6 +162,7 @@ def finetune(
         train_last_stages=max(train_last_stages, int(train_last_stage)),
         mix_pairs=mix_pairs.value,
         mix_train_images=mix_train_images, ema_decay=ema_decay, lr_cosine_epochs=lr_cosine_epochs,
+        backbone_warmup_epochs=backbone_warmup_epochs,
         nproc_per_node=nproc_per_node)
     run_in_processes(nproc_per_node, run_finetuning, settings)
 

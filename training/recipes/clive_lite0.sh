@@ -42,17 +42,21 @@ MIX_WEIGHT=${MIX_WEIGHT:-0.5}
 # folders resume whatever run they hold. EMA_DECAY=0 trains the raw weights: run D, shipped before run G.
 # SPLIT_EPOCHS=16 is run G (a finished run's folders train on with a larger value: --resume).
 # LR_COSINE_EPOCHS=12 SPLIT_EPOCHS=12: both lrs on a half cosine to 0 over 12 epochs, run H (worse than
-# G24 on both aims); 0 keeps them constant.
+# G24 on both aims); 0 keeps them constant. LR_BACKBONE=5e-5 is run I (docs/experiments.md).
+# BACKBONE_WARMUP_EPOCHS=W raises the backbone's lr from 0 over W epochs (not yet measured; 0: off).
 LAST_STAGES=${LAST_STAGES:-2}
 EMA_DECAY=${EMA_DECAY:-0.98}
 SPLIT_EPOCHS=${SPLIT_EPOCHS:-24}
 LR_COSINE_EPOCHS=${LR_COSINE_EPOCHS:-0}
+LR_BACKBONE=${LR_BACKBONE:-1e-4}
+BACKBONE_WARMUP_EPOCHS=${BACKBONE_WARMUP_EPOCHS:-0}
 COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side 384
         --train-head-only --cache-level taps --fresh-head --feature-cache "$RUNS/taps_cache"
         --mix-dataset synthetic --mix-root "$RUNS/synth" --mix-per-batch 12 --mix-train-images 400
         --mix-eval-max-images 540 --mix-pairs within-reference --rank-weight 1 --mix-weight "$MIX_WEIGHT"
-        --train-last-stages "$LAST_STAGES" --batch-size 48 --lr-backbone 1e-4 --lr-head 1e-3 --checkpoint-every 100
-        --ema-decay "$EMA_DECAY" --lr-cosine-epochs "$LR_COSINE_EPOCHS" --workers 0 --threads 1 --no-progress)
+        --train-last-stages "$LAST_STAGES" --batch-size 48 --lr-backbone "$LR_BACKBONE" --lr-head 1e-3 --checkpoint-every 100
+        --ema-decay "$EMA_DECAY" --lr-cosine-epochs "$LR_COSINE_EPOCHS" --backbone-warmup-epochs "$BACKBONE_WARMUP_EPOCHS"
+        --workers 0 --threads 1 --no-progress)
 
 # 2. Ten seeded 80/20 splits of the 930 photos (anchors left out); the epoch (1-16) is chosen on
 #    the validation part (15% of each training part), the test part is scored once. Two processes
