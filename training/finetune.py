@@ -44,6 +44,7 @@ from pinet_runtime.files import write_json_atomic
 from pinet_training.lr_schedule import group_lrs, parameter_groups
 from pinet_training.protocol import Split
 
+
 @dataclass
 class PreparedRound:
     run: object                   # engine.TrainingRun
