@@ -42,8 +42,9 @@ MIX_WEIGHT=${MIX_WEIGHT:-0.5}
 # folders resume whatever run they hold. EMA_DECAY=0 trains the raw weights: run D, shipped before run G.
 # SPLIT_EPOCHS=16 is run G (a finished run's folders train on with a larger value: --resume).
 # LR_COSINE_EPOCHS=12 SPLIT_EPOCHS=12: both lrs on a half cosine to 0 over 12 epochs, run H (worse than
-# G24 on both aims); 0 keeps them constant. LR_BACKBONE=5e-5 is run I (docs/experiments.md).
-# BACKBONE_WARMUP_EPOCHS=W raises the backbone's lr from 0 over W epochs (not yet measured; 0: off).
+# G24 on both aims); 0 keeps them constant. LR_BACKBONE=5e-5 is run I (steadier synthetic figure,
+# lower CLIVE: not better than G24).
+# BACKBONE_WARMUP_EPOCHS=W raises the backbone's lr from 0 over W epochs (run W, 2 splits: no gain; 0: off).
 LAST_STAGES=${LAST_STAGES:-2}
 EMA_DECAY=${EMA_DECAY:-0.98}
 SPLIT_EPOCHS=${SPLIT_EPOCHS:-24}
