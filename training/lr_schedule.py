@@ -43,7 +43,8 @@ def warmup_factor(schedule: LrSchedule, step: int, steps_per_epoch: int) -> floa
 def parameter_groups(model, schedule: LrSchedule) -> list[dict]:
     """The optimizer's parameter groups, in the order ``group_lrs`` gives their rates: the body
     (staircase, branches and, without a warm-up, the backbone), [the backbone,] the regressor.
-    Frozen parameters are left out; without a warm-up there are two groups, as before it existed."""
+    Frozen parameters outside the regressor are left out (the regressor always trains); without a
+    warm-up there are two groups, as before it existed, so older runs resume."""
     head, backbone, body = [], [], []
     for name, parameter in model.named_parameters():
         if name.startswith(HEAD_PREFIX):
