@@ -206,6 +206,7 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
     run, device, collective = prepared.run, prepared.device, prepared.collective
     logger = MetricsLogger(Path(run.run_dir) / "log.jsonl")
     weights = LossWeights(settings.loss, settings.rank_weight, settings.mix_weight)
+    schedule = lr_schedule(settings)
 
     def step_fn(step: int, batch: dict) -> dict[str, float]:
         # With several processes: this process's shard; counts and messages are the global batch's.
@@ -214,7 +215,7 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
         if not total:
             return {"images": 0}
         keep_frozen_in_eval(prepared.frozen or [])
-        rates = group_lrs(lr_schedule(settings), step, prepared.batches.steps_per_epoch)
+        rates = group_lrs(schedule, step, prepared.batches.steps_per_epoch)
         for group, rate in zip(run.optimizer.param_groups, rates, strict=True):
             group["lr"] = rate
         if "features" in batch:                       # --train-head-only: cached representations
