@@ -27,11 +27,11 @@ from typing import Callable
 
 from pinet_training.datasets import DatasetError, IQADataset
 from pinet_training.checkpoint_evaluation import SPLIT_KEY, TEST_KEY, evaluate_checkpoint, sample_id
-from pinet_training.finetune_data import FinetuneBatches, RoundSplit, round_split
+from pinet_training.finetune_data import FinetuneBatches, RoundSplit, carve_mix_validation, round_split
 from pinet_training.finetune_model import build_model, recentre_output, resize_choice
 from pinet_training.finetune_report import (
-    BEST_METRIC, FinetuneError, chosen_epoch, mix_heldout_metrics, validation_metrics, validation_subset,
-    write_all_data_results, write_results,
+    BEST_METRIC, JOINT_METRIC, FinetuneError, chosen_validation, joint_srcc, mix_heldout_metrics, selection_metric,
+    validation_metrics, validation_subset, write_all_data_results, write_results,
 )
 from pinet_training.onnx_eval import scoring_model
 from pinet_training.mixed import LossWeights, MixedBatches, dataset_record, mix_batches, mixed_loss, \
@@ -131,7 +131,8 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     mix_split, cache = None, None
     try:
         if mix is not None:
-            mix_split = round_split(mix, 0, settings.split_seed, settings.val_fraction)
+            mix_split = carve_mix_validation(mix, round_split(mix, 0, settings.split_seed, settings.val_fraction),
+                                             settings.mix_val_refs)
         if settings.train_head_only:
             # Rank 0 computes the cache; the others open it once written (never two writers).
             if not collective.is_main:
@@ -162,7 +163,10 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     if mix is not None:
         datasets.append(dataset_record(mix, "mix", f"{settings.mix_weight:g} x fidelity ranking within this set only "
                                        "(its scale never meets the primary one)", per_batch=settings.mix_per_batch,
-                                       train_images=len(mix_split.split.train), split_rule=mix_split.rule))
+                                       train_images=len(mix_split.split.train), split_rule=mix_split.rule,
+                                       **({"validation_references": settings.mix_val_refs,
+                                           "validation_images": len(mix_split.split.val)}
+                                          if settings.mix_val_refs else {})))
     info = {**init_info, "dataset_root": str(Path(dataset.root).resolve()), "resize": resize_why,
             "device": str(device), "threads": threads, "workers": settings.workers, "epochs": settings.epochs,
             "total_steps": total_steps, "steps_per_epoch": batches.steps_per_epoch, "optimizer": "Adam",
@@ -248,7 +252,7 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
         run.optimizer.step()
         return {"loss": float(loss.detach()), "images": total, **parts}
 
-    def validate() -> dict[str, float]:
+    def primary_validation() -> dict[str, float]:
         if prepared.cache is not None:
             indices = validation_subset(prepared.split.split.val, settings)
             metrics = prepared.cache.metrics(run.model, prepared.dataset, indices)
@@ -256,6 +260,18 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
         # Looked up at call time so tests can plant a validation curve.
         return validation_metrics(scoring_model(run.model, settings.eval_engine, run.info["threads"]), prepared.dataset, validation_subset(prepared.split.split.val, settings),
                                   run.preprocessing, settings.eval_batch_size, device)
+
+    def validate() -> dict[str, float]:
+        scores = primary_validation()
+        if not settings.mix_val_refs:
+            return scores
+        if prepared.cache is not None:
+            mix_srcc = float(prepared.cache.mix_validation_metrics(run.model, prepared.mix)["srcc"])
+        else:
+            mix_srcc = validation_metrics(scoring_model(run.model, settings.eval_engine, run.info["threads"]),
+                                          prepared.mix, prepared.mix_split.split.val, run.preprocessing,
+                                          settings.eval_batch_size, device)["val_srcc"]
+        return {**scores, "val_mix_srcc": mix_srcc, JOINT_METRIC: joint_srcc(scores[BEST_METRIC], mix_srcc)}
 
     def snapshot() -> dict[str, float]:
         # --train-on-all has no validation: keep each epoch's weights (epoch_NN.safetensors). The lr
@@ -265,7 +281,7 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
         return {BEST_METRIC: float("nan")}
 
     plan = LoopPlan(total_steps=prepared.total_steps, steps_per_epoch=prepared.batches.steps_per_epoch,
-                    checkpoint_every=settings.checkpoint_every, best_metric=BEST_METRIC)
+                    checkpoint_every=settings.checkpoint_every, best_metric=selection_metric(settings))
     loader = step_loader(prepared.batches, run.state.step, prepared.total_steps, settings.workers)
     with torch.autograd.set_grad_enabled(True):
         return fit(run, plan, loader, step_fn, snapshot if settings.train_on_all else validate, logger,
@@ -281,9 +297,10 @@ def finish_round(prepared: PreparedRound, settings: FinetuneSettings) -> dict:
     if settings.train_on_all:          # no validation: the last epoch is the model
         with run.evaluated_weights():
             run.save(run.best_path, with_optimizer=False)
-        epoch, evaluation = settings.epochs, None
+        epoch, evaluation, validation = settings.epochs, None, {}
     else:
-        epoch = chosen_epoch(prepared)
+        validation = chosen_validation(prepared, selection_metric(settings))
+        epoch = int(validation["epoch"])
     loaded = load_checkpoint(run.best_path, stage=2)
     loaded.model.eval()
     test_metrics, problems, engine = None, [], settings.eval_engine
@@ -309,7 +326,9 @@ def finish_round(prepared: PreparedRound, settings: FinetuneSettings) -> dict:
         training["mix_test"] = mix_test
     save_checkpoint(run.best_path, loaded.model, loaded.header.preprocessing, training)
     result = {"round": prepared.round_index, "split_seed": split_record["seed"], "chosen_epoch": epoch,
-              "best_step": run.state.best_step, "val_srcc": run.state.best_metric,
+              "best_step": run.state.best_step, "val_srcc": validation.get(BEST_METRIC),
+              **({"selected_on": JOINT_METRIC, "val_mix_srcc": validation["val_mix_srcc"],
+                  JOINT_METRIC: validation[JOINT_METRIC]} if settings.mix_val_refs else {}),
               "test": test_metrics, "mix_test": mix_test,
               "n_train": split_record["n_train"], "n_val": split_record["n_val"], "n_test": split_record["n_test"],
               "note": split_record["note"], "checkpoint": str(run.best_path)}
@@ -358,8 +377,10 @@ def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tupl
         train_round(prepared, settings)
         result = finish_round(prepared, settings)
         if result["test"] is not None:
+            joint = (f", held-out {mix.name} references {result['val_mix_srcc']:.4f}" if settings.mix_val_refs
+                     else "")
             say(f"round {round_index + 1}: epoch {result['chosen_epoch']} chosen on validation "
-                f"(val SRCC {result['val_srcc']:.4f}); test SRCC {result['test']['srcc']:.4f}")
+                f"(val SRCC {result['val_srcc']:.4f}{joint}); test SRCC {result['test']['srcc']:.4f}")
         if result["mix_test"] is not None:
             say(f"round {round_index + 1}: held-out {result['mix_test']['dataset']} "
                 f"({result['mix_test']['n']} images) SRCC {result['mix_test']['srcc']:.4f}")

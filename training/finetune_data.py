@@ -31,6 +31,7 @@ from pinet_training.seeding import EpochSlices, shard_range, step_rng
 from pinet_training.synth_manifest import ManifestError, manifest_path, read_manifest_rows
 
 STREAM_EPOCH_ORDER, STREAM_AUGMENT = 11, 12
+STREAM_MIX_VALIDATION = 31      # step_rng stream of the --mix-val-refs draw
 SYNTHETIC_NOTE = ("synthetic pseudo-MOS set: split by the manifest's own split column; the val references "
                   "choose the epoch and are also the reported test set (no third held-out set exists)")
 
@@ -76,6 +77,25 @@ def round_split(dataset: IQADataset, round_index: int, split_seed: int, val_frac
         raise DatasetError(dataset.root, str(err)) from None
     return RoundSplit(split, f"protocol.make_split(seed={seed}, test 20% of {unit} groups, "
                              f"val {val_fraction:.0%} of the remaining groups)")
+
+
+def carve_mix_validation(mix: IQADataset, mix_split: RoundSplit, references: int) -> RoundSplit:
+    """Move ``references`` of the mix set's training references (a fixed seeded draw, the same in
+    every round) out of training into ``split.val``: they help choose the epoch, so they must be
+    neither trained on nor the held-out references that ``split.test`` reports."""
+    if references == 0:
+        return mix_split
+    names = sorted(groups_of(mix, mix_split.split.train))
+    if references >= len(names):
+        raise DatasetError(mix.root, f"--mix-val-refs {references} would leave no training references "
+                                     f"(the {mix.name} set has {len(names)})")
+    chosen = {names[i] for i in step_rng(0, 0, STREAM_MIX_VALIDATION).choice(len(names), references, replace=False)}
+    train = tuple(i for i in mix_split.split.train if mix.samples[i].group not in chosen)
+    val = tuple(i for i in mix_split.split.train if mix.samples[i].group in chosen)
+    split = Split(mix_split.split.train_dataset, mix_split.split.test_dataset, mix_split.split.seed, train, val,
+                  mix_split.split.test)
+    return RoundSplit(split, f"{mix_split.rule}; {references} training references (seeded draw) moved to "
+                             "validation: they help choose the epoch", mix_split.note)
 
 
 def groups_of(dataset: IQADataset, indices) -> set[str]:

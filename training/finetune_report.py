@@ -13,6 +13,7 @@ from pinet_training.checkpoint_evaluation import finite_quality_metrics, score_i
 from pinet_training.seeding import step_rng
 
 BEST_METRIC = "val_srcc"
+JOINT_METRIC = "val_joint_srcc"        # --mix-val-refs: mean of the primary and the mix validation SRCC
 STREAM_VAL_SUBSET = 7                  # seeding.step_rng stream of the --val-max-images draw
 
 
@@ -57,8 +58,20 @@ def mix_heldout_metrics(model, prepared, settings) -> dict | None:
             **{k: float(metrics[k]) for k in ("srcc", "krcc", "plcc", "rmse")}}
 
 
-def chosen_epoch(prepared) -> int:
-    """protocol.choose_epoch over the logged validation SRCC; must agree with best.safetensors."""
+def selection_metric(settings) -> str:
+    """The validation key that chooses the epoch (best.safetensors)."""
+    return JOINT_METRIC if settings.mix_val_refs else BEST_METRIC
+
+
+def joint_srcc(primary_srcc: float, mix_srcc: float) -> float:
+    """The mean of both validation SRCCs: equal say for agreeing with people and for keeping the
+    synthetic ranking. NaN (a validation part without a defined SRCC) stays NaN: the worst value."""
+    return (primary_srcc + mix_srcc) / 2
+
+
+def chosen_validation(prepared, metric: str = BEST_METRIC) -> dict:
+    """The logged validation record of the epoch protocol.choose_epoch picks by ``metric``; the
+    epoch must agree with best.safetensors."""
     from pinet_training.engine import MetricsLogger
     from pinet_training.protocol import EpochRecord, choose_epoch
 
@@ -67,13 +80,13 @@ def chosen_epoch(prepared) -> int:
     if not records or run.state.best_step is None:
         raise FinetuneError(f"{run.run_dir}: validation SRCC was undefined at every epoch (too few or constant "
                             "validation images?), so no best checkpoint exists")
-    history = [EpochRecord(epoch=int(r["epoch"]), val_srcc=float(r[BEST_METRIC]) if r[BEST_METRIC] is not None
+    history = [EpochRecord(epoch=int(r["epoch"]), val_srcc=float(r[metric]) if r.get(metric) is not None
                            else float("nan")) for r in records]
     epoch = choose_epoch(history)
     best_epoch = run.state.best_step // prepared.batches.steps_per_epoch
     if epoch != best_epoch:
         raise RuntimeError(f"epoch choice disagrees: protocol says {epoch}, best.safetensors is epoch {best_epoch}")
-    return epoch
+    return next(r for r in reversed(records) if int(r["epoch"]) == epoch)
 
 
 
@@ -95,6 +108,10 @@ def write_results(settings, dataset: IQADataset, rounds: list[dict]) -> tuple[Pa
                                    n_train=r["n_train"], n_val=r["n_val"], n_test=r["n_test"]))
     description = within_dataset_description(dataset, len(rounds), val_fraction=settings.val_fraction)
     notes = tuple(dict.fromkeys(r["note"] for r in rounds if r["note"]))
+    if settings.mix_val_refs:
+        description = replace(description, epoch_selection=(
+            f"best mean of the validation SRCC and the SRCC of {settings.mix_val_refs} {settings.mix_dataset} "
+            "references held out of training (ties: earliest); test evaluated once at that epoch"))
     description = replace(description, notes=notes + (
         "test split scored once per round on best.safetensors with the contract's fixed crops; "
         "`pinet eval ROUND/best.safetensors --split test` reproduces it",))

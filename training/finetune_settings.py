@@ -72,6 +72,7 @@ class FinetuneSettings:
     ema_decay: float = 0.0                 # > 0: validate and ship a moving average of the weights (weight_average)
     lr_cosine_epochs: int = 0              # > 0: both lrs fall on a half cosine to 0 over this many epochs
     backbone_warmup_epochs: int = 0        # > 0: the backbone's lr rises linearly from 0 over this many epochs
+    mix_val_refs: int = 0                  # > 0: mix training refs moved to validation; the epoch is chosen jointly
 
 
 def dataset_fingerprint(dataset: IQADataset) -> str:
@@ -122,7 +123,7 @@ def compared_settings(settings: FinetuneSettings, variant: str, dataset: IQAData
         compared["eval_engine"] = settings.eval_engine
     for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last", "train_head_only",
                 "mix_train_images", "fresh_head", "train_last_stages", "ema_decay", "lr_cosine_epochs",
-                "backbone_warmup_epochs"):
+                "backbone_warmup_epochs", "mix_val_refs"):
         if getattr(settings, key):
             compared[key] = getattr(settings, key)
     if settings.mix_pairs != "any":
@@ -183,6 +184,14 @@ def check_settings(settings: FinetuneSettings) -> None:
                             "without --train-last-stages), so it has no learning rate to warm up")
     if not 0.0 <= settings.ema_decay < 1.0:
         raise FinetuneError(f"--ema-decay must be in [0, 1) (0: off), got {settings.ema_decay}")
+    if settings.mix_val_refs < 0:
+        raise FinetuneError(f"--mix-val-refs must be >= 0 (0: the epoch is chosen on the primary set alone), "
+                            f"got {settings.mix_val_refs}")
+    if settings.mix_val_refs and settings.mix_dataset is None:
+        raise FinetuneError("--mix-val-refs holds out references of the --mix-dataset: it needs one")
+    if settings.mix_val_refs and settings.train_on_all:
+        raise FinetuneError("--mix-val-refs helps choose the epoch, and --train-on-all has no validation: "
+                            "train the final model with the epoch the split rounds chose")
     if settings.mix_eval_max_images < 1:
         raise FinetuneError("--mix-eval-max-images must be >= 1")
     if settings.eval_engine not in ("torch", "onnx"):

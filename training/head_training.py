@@ -49,7 +49,9 @@ class HeadCache:
     mix_train_parts: tuple[np.ndarray, ...] | None = None
     mix_heldout: tuple[int, ...] = ()
     mix_heldout_parts: tuple[np.ndarray, ...] | None = None
-    files: tuple[str, ...] = ()         # the cache descriptors (<key>.json) of primary, mix held-out, mix train
+    mix_validation: tuple[int, ...] = ()  # --mix-val-refs: the mix images that help choose the epoch
+    mix_validation_parts: tuple[np.ndarray, ...] | None = None
+    files: tuple[str, ...] = ()         # the cache descriptors (<key>.json): primary, mix held-out, mix train[, mix val]
 
     def forward(self, model, parts):
         return self.layout.forward(model, parts)
@@ -71,8 +73,14 @@ class HeadCache:
         return finite_quality_metrics(scores, np.array([dataset.samples[i].score for i in indices]))
 
     def mix_metrics(self, model, mix: IQADataset) -> dict:
+        """The held-out mix references (reported, never used to choose)."""
         scores = head_scores(model, self.mix_heldout_parts, self.layout)
         return finite_quality_metrics(scores, np.array([mix.samples[i].score for i in self.mix_heldout]))
+
+    def mix_validation_metrics(self, model, mix: IQADataset) -> dict:
+        """The --mix-val-refs references (they help choose the epoch)."""
+        scores = head_scores(model, self.mix_validation_parts, self.layout)
+        return finite_quality_metrics(scores, np.array([mix.samples[i].score for i in self.mix_validation]))
 
 
 def build_head_cache(settings, model, prep, dataset: IQADataset, mix: IQADataset | None, mix_split,
@@ -92,4 +100,11 @@ def build_head_cache(settings, model, prep, dataset: IQADataset, mix: IQADataset
         cache.mix_train_parts, trained = cached_parts(
             cache_dir, model, [mix.samples[i].path for i in cache.mix_train], prep, layout, threads, say)
         cache.files += (str(held), str(trained))
+        if settings.mix_val_refs:
+            # All of the validation references' images (a few hundred): scored only, like the held-out ones.
+            cache.mix_validation = tuple(mix_split.split.val)
+            cache.mix_validation_parts, validation = cached_parts(
+                cache_dir, model, [mix.samples[i].path for i in cache.mix_validation], prep,
+                replace(layout, mirrored=False), threads, say)
+            cache.files += (str(validation),)
     return cache

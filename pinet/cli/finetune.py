@@ -106,6 +106,9 @@ def finetune(
                                                "backbone's lr linearly from 0 over this many epochs while the rest "
                                                "trains at full lr (spares its features the fresh head's early "
                                                "noise); 0: off"),
+    mix_val_refs: int = typer.Option(0, "--mix-val-refs", min=0, help="Move this many of the mix set's training "
+                                     "references (a fixed seeded draw) out of training; the epoch is then chosen on "
+                                     "the mean of the validation SRCC and theirs; 0: on the validation SRCC alone"),
     train_on_all: bool = typer.Option(False, "--train-on-all", help="No split: train on every image for --epochs "
                                       "(settings chosen earlier by --rounds); no test figures"),
     epochs: int = typer.Option(30, "--epochs", help="Epochs per round"),
@@ -162,7 +165,7 @@ def finetune(
         train_last_stages=max(train_last_stages, int(train_last_stage)),
         mix_pairs=mix_pairs.value,
         mix_train_images=mix_train_images, ema_decay=ema_decay, lr_cosine_epochs=lr_cosine_epochs,
-        backbone_warmup_epochs=backbone_warmup_epochs,
+        backbone_warmup_epochs=backbone_warmup_epochs, mix_val_refs=mix_val_refs,
         nproc_per_node=nproc_per_node)
     run_in_processes(nproc_per_node, run_finetuning, settings)
 

@@ -51,6 +51,9 @@ SPLIT_EPOCHS=${SPLIT_EPOCHS:-24}
 LR_COSINE_EPOCHS=${LR_COSINE_EPOCHS:-0}
 LR_BACKBONE=${LR_BACKBONE:-1e-4}
 BACKBONE_WARMUP_EPOCHS=${BACKBONE_WARMUP_EPOCHS:-0}
+# MIX_VAL_REFS=6 moves 6 synth training references out of training and chooses each split's epoch on the
+# mean of the CLIVE validation SRCC and theirs (run J); 0 chooses on CLIVE validation alone.
+MIX_VAL_REFS=${MIX_VAL_REFS:-0}
 COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side 384
         --train-head-only --cache-level taps --fresh-head --feature-cache "$RUNS/taps_cache"
         --mix-dataset synthetic --mix-root "$RUNS/synth" --mix-per-batch 12 --mix-train-images 400
@@ -65,11 +68,17 @@ COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side
 split_half() {  # OUT FIRST_SEED
     local resume=()
     [ -d "$1" ] && resume=(--resume)
-    pinet train finetune "${COMMON[@]}" --seed "$2" --split-seed "$2" --out "$1" --rounds 5 --epochs "$SPLIT_EPOCHS" "${resume[@]}"
+    pinet train finetune "${COMMON[@]}" --seed "$2" --split-seed "$2" --out "$1" --rounds 5 --epochs "$SPLIT_EPOCHS" \
+        --mix-val-refs "$MIX_VAL_REFS" "${resume[@]}"
 }
-# The cache is built once, before the two halves share it.
-[ -n "$(ls "$RUNS/taps_cache" 2>/dev/null)" ] || split_half "$RUNS/splits_a" 0
+# The cache is built once: the second half starts when the first has written all of its descriptors
+# (CLIVE, synth held-out, synth train, + synth validation with MIX_VAL_REFS), so it never has two writers.
 split_half "$RUNS/splits_a" 0 &
+FIRST=$!
+until [ "$(ls "$RUNS"/taps_cache/*.json 2>/dev/null | wc -l)" -ge $((3 + (MIX_VAL_REFS > 0))) ]; do
+    kill -0 "$FIRST" 2>/dev/null || { wait "$FIRST"; break; }   # it finished (or failed) without them
+    sleep 20
+done
 split_half "$RUNS/splits_b" 5 &
 wait
 
