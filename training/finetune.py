@@ -8,7 +8,8 @@ regressor MLP, batch 24, 30 epochs, random ``crop_size`` crops (the init checkpo
 Protocol (``pinet_training.protocol``): each round gets its own seeded split by content group
 (see ``finetune_data``); the epoch is chosen on the validation split by the engine's
 best-checkpoint rule (highest val SRCC, ties: earliest; the same rule as ``protocol.choose_epoch``,
-which is checked against it); the test split is scored ONCE, on ``best.safetensors``, with the
+which is checked against it; with ``--mix-val-refs`` the mean of it and the SRCC of mix training
+references moved out of training); the test split is scored ONCE, on ``best.safetensors``, with the
 contract's fixed crops (``pinet_training.checkpoint_evaluation``). The test metrics and the split (test sample
 ids + rule) go into best.safetensors' training metadata so `pinet eval --split test` redoes them.
 

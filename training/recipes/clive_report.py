@@ -66,13 +66,16 @@ def main() -> None:
         base = cache.metrics(init_model, dataset, test)
         rows.append({"round": result["split_seed"] + 1, "epoch": result["chosen_epoch"], "val_srcc": result["val_srcc"],
                      "test": result["test"], "init_test": {k: float(base[k]) for k in KEYS},
-                     "mix_srcc": result["mix_test"]["srcc"]})
+                     "mix_srcc": result["mix_test"]["srcc"], "mix_val_srcc": result.get("val_mix_srcc")})
     rows.sort(key=lambda r: r["round"])
-    print("| split | epoch | val SRCC | test SRCC | PLCC | KRCC | RMSE | init SRCC | synthetic held-out SRCC |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    joint = any(r["mix_val_srcc"] is not None for r in rows)     # --mix-val-refs: the synthetic val column
+    print("| split | epoch | val SRCC |" + (" synthetic val SRCC |" if joint else "")
+          + " test SRCC | PLCC | KRCC | RMSE | init SRCC | synthetic held-out SRCC |")
+    print("|---|---|---|" + ("---|" if joint else "") + "---|---|---|---|---|---|")
     for r in rows:
         t = r["test"]
-        print(f"| {r['round']} | {r['epoch']} | {r['val_srcc']:.4f} | {t['srcc']:.4f} | {t['plcc']:.4f} | "
+        synthetic_val = f" {r['mix_val_srcc']:.4f} |" if joint else ""
+        print(f"| {r['round']} | {r['epoch']} | {r['val_srcc']:.4f} |{synthetic_val} {t['srcc']:.4f} | {t['plcc']:.4f} | "
               f"{t['krcc']:.4f} | {t['rmse']:.4f} | {r['init_test']['srcc']:.4f} | {r['mix_srcc']:.4f} |")
     if rows:
         print(f"\nmedian (min-max) over {len(rows)} splits: " + ", ".join(
