@@ -378,7 +378,7 @@ def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tupl
         train_round(prepared, settings)
         result = finish_round(prepared, settings)
         if result["test"] is not None:
-            joint = (f", held-out {mix.name} references {result['val_mix_srcc']:.4f}" if settings.mix_val_refs
+            joint = (f", {mix.name} validation references {result['val_mix_srcc']:.4f}" if settings.mix_val_refs
                      else "")
             say(f"round {round_index + 1}: epoch {result['chosen_epoch']} chosen on validation "
                 f"(val SRCC {result['val_srcc']:.4f}{joint}); test SRCC {result['test']['srcc']:.4f}")
