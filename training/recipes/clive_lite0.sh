@@ -52,7 +52,8 @@ LR_COSINE_EPOCHS=${LR_COSINE_EPOCHS:-0}
 LR_BACKBONE=${LR_BACKBONE:-1e-4}
 BACKBONE_WARMUP_EPOCHS=${BACKBONE_WARMUP_EPOCHS:-0}
 # MIX_VAL_REFS=6 moves 6 synth training references out of training and chooses each split's epoch on the
-# mean of the CLIVE validation SRCC and theirs (run J); 0 chooses on CLIVE validation alone.
+# mean of the CLIVE validation SRCC and theirs (run J, 8 splits: CLIVE lower on 6, synthetic median
+# unchanged: not the default); 0 chooses on CLIVE validation alone.
 MIX_VAL_REFS=${MIX_VAL_REFS:-0}
 COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side 384
         --train-head-only --cache-level taps --fresh-head --feature-cache "$RUNS/taps_cache"
