@@ -253,26 +253,26 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
         run.optimizer.step()
         return {"loss": float(loss.detach()), "images": total, **parts}
 
-    def primary_validation() -> dict[str, float]:
-        if prepared.cache is not None:
-            indices = validation_subset(prepared.split.split.val, settings)
-            metrics = prepared.cache.metrics(run.model, prepared.dataset, indices)
-            return {f"val_{k}": float(metrics[k]) for k in ("srcc", "krcc", "plcc", "rmse")}
-        # Looked up at call time so tests can plant a validation curve.
-        return validation_metrics(scoring_model(run.model, settings.eval_engine, run.info["threads"]), prepared.dataset, validation_subset(prepared.split.split.val, settings),
-                                  run.preprocessing, settings.eval_batch_size, device)
-
     def validate() -> dict[str, float]:
-        scores = primary_validation()
-        if not settings.mix_val_refs:
-            return scores
+        indices = validation_subset(prepared.split.split.val, settings)
         if prepared.cache is not None:
-            mix_srcc = float(prepared.cache.mix_validation_metrics(run.model, prepared.mix)["srcc"])
+            metrics = prepared.cache.metrics(run.model, prepared.dataset, indices)
+            scores = {f"val_{k}": float(metrics[k]) for k in ("srcc", "krcc", "plcc", "rmse")}
+            if settings.mix_val_refs:
+                scores["val_mix_srcc"] = float(prepared.cache.mix_validation_metrics(run.model, prepared.mix)["srcc"])
         else:
-            mix_srcc = validation_metrics(scoring_model(run.model, settings.eval_engine, run.info["threads"]),
-                                          prepared.mix, prepared.mix_split.split.val, run.preprocessing,
-                                          settings.eval_batch_size, device)["val_srcc"]
-        return {**scores, "val_mix_srcc": mix_srcc, JOINT_METRIC: joint_srcc(scores[BEST_METRIC], mix_srcc)}
+            # One scorer for both parts (the onnx engine exports the weights to build it). validation_metrics
+            # is looked up at call time so tests can plant a validation curve.
+            scorer = scoring_model(run.model, settings.eval_engine, run.info["threads"])
+            scores = validation_metrics(scorer, prepared.dataset, indices, run.preprocessing,
+                                        settings.eval_batch_size, device)
+            if settings.mix_val_refs:
+                scores["val_mix_srcc"] = validation_metrics(scorer, prepared.mix, prepared.mix_split.split.val,
+                                                            run.preprocessing, settings.eval_batch_size,
+                                                            device)["val_srcc"]
+        if settings.mix_val_refs:
+            scores[JOINT_METRIC] = joint_srcc(scores[BEST_METRIC], scores["val_mix_srcc"])
+        return scores
 
     def snapshot() -> dict[str, float]:
         # --train-on-all has no validation: keep each epoch's weights (epoch_NN.safetensors). The lr

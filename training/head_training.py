@@ -74,13 +74,15 @@ class HeadCache:
 
     def mix_metrics(self, model, mix: IQADataset) -> dict:
         """The held-out mix references (reported, never used to choose)."""
-        scores = head_scores(model, self.mix_heldout_parts, self.layout)
-        return finite_quality_metrics(scores, np.array([mix.samples[i].score for i in self.mix_heldout]))
+        return self._all_rows_metrics(model, self.mix_heldout_parts, mix, self.mix_heldout)
 
     def mix_validation_metrics(self, model, mix: IQADataset) -> dict:
         """The --mix-val-refs references (they help choose the epoch)."""
-        scores = head_scores(model, self.mix_validation_parts, self.layout)
-        return finite_quality_metrics(scores, np.array([mix.samples[i].score for i in self.mix_validation]))
+        return self._all_rows_metrics(model, self.mix_validation_parts, mix, self.mix_validation)
+
+    def _all_rows_metrics(self, model, parts, mix: IQADataset, indices: tuple[int, ...]) -> dict:
+        scores = head_scores(model, parts, self.layout)
+        return finite_quality_metrics(scores, np.array([mix.samples[i].score for i in indices]))
 
 
 def build_head_cache(settings, model, prep, dataset: IQADataset, mix: IQADataset | None, mix_split,
@@ -93,18 +95,19 @@ def build_head_cache(settings, model, prep, dataset: IQADataset, mix: IQADataset
     if mix is not None:
         cache.mix_train = fixed_subset(mix_split.split.train, settings.mix_train_images, STREAM_MIX_TRAIN)
         cache.mix_heldout = fixed_subset(mix_split.split.test, settings.mix_eval_max_images, STREAM_MIX_HELDOUT)
-        # Held-out images are only scored (contract crops): no mirrored view.
-        cache.mix_heldout_parts, held = cached_parts(
-            cache_dir, model, [mix.samples[i].path for i in cache.mix_heldout], prep,
-            replace(layout, mirrored=False), threads, say)
-        cache.mix_train_parts, trained = cached_parts(
-            cache_dir, model, [mix.samples[i].path for i in cache.mix_train], prep, layout, threads, say)
+
+        def parts_of(indices, view_layout):
+            return cached_parts(cache_dir, model, [mix.samples[i].path for i in indices], prep, view_layout,
+                                threads, say)
+
+        # Held-out and validation images are only scored (contract crops): no mirrored view.
+        scored_only = replace(layout, mirrored=False)
+        cache.mix_heldout_parts, held = parts_of(cache.mix_heldout, scored_only)
+        cache.mix_train_parts, trained = parts_of(cache.mix_train, layout)
         cache.files += (str(held), str(trained))
         if settings.mix_val_refs:
-            # All of the validation references' images (a few hundred): scored only, like the held-out ones.
+            # All of the validation references' images (a few hundred).
             cache.mix_validation = tuple(mix_split.split.val)
-            cache.mix_validation_parts, validation = cached_parts(
-                cache_dir, model, [mix.samples[i].path for i in cache.mix_validation], prep,
-                replace(layout, mirrored=False), threads, say)
+            cache.mix_validation_parts, validation = parts_of(cache.mix_validation, scored_only)
             cache.files += (str(validation),)
     return cache
