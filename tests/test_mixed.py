@@ -111,7 +111,8 @@ def test_frozen_backbone_stages_do_not_move(clive_like, synthetic, tmp_path, mix
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("average", [[], ["--ema-decay", "0.9", "--lr-cosine-epochs", "2"]], ids=["raw", "ema+cosine"])
+@pytest.mark.parametrize("average", [[], ["--ema-decay", "0.9", "--swa-start-epoch", "2", "--lr-cosine-epochs", "2"]],
+                         ids=["raw", "ema+swa+cosine"])
 def test_killed_mixed_run_resumes_to_the_same_weights(interrupted_runs, clive_like, synthetic, mixed_sets,
                                                        tmp_path, average):
     common = ["--dataset", "clive", "--root", str(clive_like), "--mix-dataset", "synthetic", "--mix-root",

@@ -78,7 +78,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
 
     from pinet_training import distributed
     from pinet_training.engine import TrainingRun, configure_threads, make_deterministic, select_device
-    from pinet_training.weight_average import WeightAverage
+    from pinet_training.weight_average import weight_average_for
 
     try:
         device = select_device(settings.device)
@@ -184,7 +184,8 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     directory = round_dir(settings, round_index)
     run = TrainingRun(run_dir=directory, model=model, optimizer=optimizer, preprocessing=prep,
                       settings=compared, info=info,
-                      average=WeightAverage(model, settings.ema_decay) if settings.ema_decay else None)
+                      average=weight_average_for(model, settings.ema_decay, settings.swa_start_epoch,
+                                                      batches.steps_per_epoch))
     notes = [init_info["note"]] if init_info.get("note") else []
     last = run.last_path
     if settings.resume and last.is_file():

@@ -70,6 +70,7 @@ class FinetuneSettings:
     fresh_head: bool = False               # only the backbone from --init; staircase, branches, regressor random
     mix_train_images: int | None = None    # --train-head-only: a fixed subset of the mix set's training images
     ema_decay: float = 0.0                 # > 0: validate and ship a moving average of the weights (weight_average)
+    swa_start_epoch: int = 0               # > 0: from this epoch on, the uniform mean of the weights instead
     lr_cosine_epochs: int = 0              # > 0: both lrs fall on a half cosine to 0 over this many epochs
     backbone_warmup_epochs: int = 0        # > 0: the backbone's lr rises linearly from 0 over this many epochs
     mix_val_refs: int = 0                  # > 0: mix training refs moved to validation; the epoch is chosen jointly
@@ -122,8 +123,8 @@ def compared_settings(settings: FinetuneSettings, variant: str, dataset: IQAData
     if settings.eval_engine != "torch":
         compared["eval_engine"] = settings.eval_engine
     for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last", "train_head_only",
-                "mix_train_images", "fresh_head", "train_last_stages", "ema_decay", "lr_cosine_epochs",
-                "backbone_warmup_epochs", "mix_val_refs"):
+                "mix_train_images", "fresh_head", "train_last_stages", "ema_decay", "swa_start_epoch",
+                "lr_cosine_epochs", "backbone_warmup_epochs", "mix_val_refs"):
         if getattr(settings, key):
             compared[key] = getattr(settings, key)
     if settings.mix_pairs != "any":
@@ -184,6 +185,11 @@ def check_settings(settings: FinetuneSettings) -> None:
                             "without --train-last-stages), so it has no learning rate to warm up")
     if not 0.0 <= settings.ema_decay < 1.0:
         raise FinetuneError(f"--ema-decay must be in [0, 1) (0: off), got {settings.ema_decay}")
+    if settings.swa_start_epoch < 0:
+        raise FinetuneError(f"--swa-start-epoch must be >= 0 (0: off), got {settings.swa_start_epoch}")
+    if settings.swa_start_epoch > settings.epochs:
+        raise FinetuneError(f"--swa-start-epoch {settings.swa_start_epoch} is after the last epoch "
+                            f"({settings.epochs}): nothing would be averaged")
     if settings.mix_val_refs < 0:
         raise FinetuneError(f"--mix-val-refs must be >= 0 (0: the epoch is chosen on the primary set alone), "
                             f"got {settings.mix_val_refs}")

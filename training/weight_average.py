@@ -1,4 +1,7 @@
-"""An exponential moving average of the trained weights (``--ema-decay``).
+"""Averages of the trained weights: an exponential moving average (``--ema-decay``) and, from a
+chosen epoch on, the uniform mean of the weights after every step (``--swa-start-epoch``, stochastic
+weight averaging: with a constant learning rate the mean sits nearer the centre of the flat region
+the steps wander in than any one of them).
 
 Training updates the raw weights; validation, ``best.safetensors`` and the epoch snapshots use the
 average instead (``applied``), which smooths the step-to-step noise of a small dataset's updates.
@@ -7,6 +10,10 @@ state, so a run killed at any step resumes to the same weights.
 
 The decay ramps up at the start (TensorFlow's ``num_updates`` rule): after ``t`` updates it is
 ``min(decay, (1 + t) / (10 + t))``, so the first steps are not averaged with the initial weights.
+From the uniform phase's first update on, the ``n``-th update keeps ``(n - 1) / n``: the average is then
+the plain mean of the weights after those updates (what came before is dropped). Before it, without
+an EMA, the average simply follows the weights. Both rules depend on the update count only, so a
+resume continues them exactly.
 """
 
 from __future__ import annotations
@@ -30,13 +37,21 @@ def averaged_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 class WeightAverage:
     """The moving average of :func:`averaged_tensors` of one model."""
 
-    def __init__(self, model: torch.nn.Module, decay: float):
-        if not 0.0 < decay < 1.0:
+    def __init__(self, model: torch.nn.Module, decay: float, uniform_from_update: int | None = None):
+        if not 0.0 <= decay < 1.0 or (decay == 0.0 and uniform_from_update is None):
             raise ValueError(f"the weight average's decay must be in (0, 1), got {decay}")
+        if uniform_from_update is not None and uniform_from_update < 1:
+            raise ValueError(f"the uniform average starts at an update >= 1, got {uniform_from_update}")
         self.decay = decay
+        self.uniform_from_update = uniform_from_update
         self.shadow = {name: t.detach().clone() for name, t in averaged_tensors(model).items()}
 
     def decay_after(self, updates: int) -> float:
+        if self.uniform_from_update is not None and updates >= self.uniform_from_update:
+            averaged = updates - self.uniform_from_update + 1
+            return (averaged - 1) / averaged
+        if self.decay == 0.0:
+            return 0.0
         return min(self.decay, (1 + updates) / (10 + updates))
 
     @torch.no_grad()
@@ -73,3 +88,12 @@ class WeightAverage:
         with torch.no_grad():
             for name, average in self.shadow.items():
                 average.copy_(tensors[TENSOR_PREFIX + name])
+
+
+def weight_average_for(model: torch.nn.Module, ema_decay: float, swa_start_epoch: int,
+                       steps_per_epoch: int) -> WeightAverage | None:
+    """The average a run's options ask for (None: validate and ship the raw weights)."""
+    if not ema_decay and not swa_start_epoch:
+        return None
+    uniform_from = (swa_start_epoch - 1) * steps_per_epoch + 1 if swa_start_epoch else None
+    return WeightAverage(model, ema_decay, uniform_from)

@@ -100,6 +100,10 @@ def finetune(
     ema_decay: float = typer.Option(0.0, "--ema-decay", min=0.0, max=0.9999, help="Validate, snapshot and ship an "
                                     "exponential moving average of the weights with this decay per step (e.g. "
                                     "0.98); 0: off"),
+    swa_start_epoch: int = typer.Option(0, "--swa-start-epoch", min=0, help="From this epoch on, validate, "
+                                        "snapshot and ship the plain mean of the weights after every step "
+                                        "since its start (stochastic weight averaging; before it: the EMA or "
+                                        "the raw weights); 0: off"),
     lr_cosine_epochs: int = typer.Option(0, "--lr-cosine-epochs", min=0, help="Lower both learning rates on a "
                                          "half cosine to 0 over this many epochs (then 0); 0: constant"),
     backbone_warmup_epochs: int = typer.Option(0, "--backbone-warmup-epochs", min=0, help="Raise the pretrained "
@@ -164,7 +168,8 @@ def finetune(
         cache_level=cache_level.value, fresh_head=fresh_head,
         train_last_stages=max(train_last_stages, int(train_last_stage)),
         mix_pairs=mix_pairs.value,
-        mix_train_images=mix_train_images, ema_decay=ema_decay, lr_cosine_epochs=lr_cosine_epochs,
+        mix_train_images=mix_train_images, ema_decay=ema_decay, swa_start_epoch=swa_start_epoch,
+        lr_cosine_epochs=lr_cosine_epochs,
         backbone_warmup_epochs=backbone_warmup_epochs, mix_val_refs=mix_val_refs,
         nproc_per_node=nproc_per_node)
     run_in_processes(nproc_per_node, run_finetuning, settings)
