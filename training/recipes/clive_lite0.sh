@@ -55,6 +55,9 @@ BACKBONE_WARMUP_EPOCHS=${BACKBONE_WARMUP_EPOCHS:-0}
 # mean of the CLIVE validation SRCC and theirs (run J, 8 splits: CLIVE lower on 6, synthetic median
 # unchanged: not the default); 0 chooses on CLIVE validation alone.
 MIX_VAL_REFS=${MIX_VAL_REFS:-0}
+# SWA_START_EPOCH=S: from epoch S on, validate and ship the plain mean of the weights after every step
+# since epoch S's start (stochastic weight averaging, run S); 0: the EMA alone.
+SWA_START_EPOCH=${SWA_START_EPOCH:-0}
 COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side 384
         --train-head-only --cache-level taps --fresh-head --feature-cache "$RUNS/taps_cache"
         --mix-dataset synthetic --mix-root "$RUNS/synth" --mix-per-batch 12 --mix-train-images 400
@@ -70,7 +73,7 @@ split_half() {  # OUT FIRST_SEED
     local resume=()
     [ -d "$1" ] && resume=(--resume)
     pinet train finetune "${COMMON[@]}" --seed "$2" --split-seed "$2" --out "$1" --rounds 5 --epochs "$SPLIT_EPOCHS" \
-        --mix-val-refs "$MIX_VAL_REFS" "${resume[@]}"
+        --mix-val-refs "$MIX_VAL_REFS" --swa-start-epoch "$SWA_START_EPOCH" "${resume[@]}"
 }
 # The cache is built once: the second half starts when the first has written all of its descriptors
 # (CLIVE, synth held-out, synth train, + synth validation with MIX_VAL_REFS), so it never has two writers.
@@ -91,8 +94,10 @@ EPOCHS=$(python -c "import json,statistics,sys; r=[x for f in sys.argv[1:] for x
 print(int(statistics.median_low([x['chosen_epoch'] for x in r])))" "$RUNS/splits_a/results.json" "$RUNS/splits_b/results.json")
 RESUME=()
 [ -d "$RUNS/final" ] && RESUME=(--resume)
+# An epoch before SWA_START_EPOCH is the EMA-only model: the averaging has not started by then.
+FINAL_SWA=$(( SWA_START_EPOCH <= EPOCHS ? SWA_START_EPOCH : 0 ))
 pinet train finetune "${COMMON[@]}" --seed 0 --split-seed 0 --out "$RUNS/final" --train-on-all --epochs "$EPOCHS" \
-    "${RESUME[@]}"
+    --swa-start-epoch "$FINAL_SWA" "${RESUME[@]}"
 
 # 4. Weights-only float16 copy (pinet model pack).
 mkdir -p runs/clive_final
