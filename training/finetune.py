@@ -185,7 +185,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     run = TrainingRun(run_dir=directory, model=model, optimizer=optimizer, preprocessing=prep,
                       settings=compared, info=info,
                       average=weight_average_for(model, settings.ema_decay, settings.swa_start_epoch,
-                                                      batches.steps_per_epoch))
+                                                 batches.steps_per_epoch))
     notes = [init_info["note"]] if init_info.get("note") else []
     last = run.last_path
     if settings.resume and last.is_file():

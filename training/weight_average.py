@@ -39,7 +39,7 @@ class WeightAverage:
 
     def __init__(self, model: torch.nn.Module, decay: float, uniform_from_update: int | None = None):
         if not 0.0 <= decay < 1.0 or (decay == 0.0 and uniform_from_update is None):
-            raise ValueError(f"the weight average's decay must be in (0, 1), got {decay}")
+            raise ValueError(f"the weight average's decay must be in (0, 1) (0 only with a uniform phase), got {decay}")
         if uniform_from_update is not None and uniform_from_update < 1:
             raise ValueError(f"the uniform average starts at an update >= 1, got {uniform_from_update}")
         self.decay = decay
