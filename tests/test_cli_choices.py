@@ -16,11 +16,12 @@ def test_choices_are_the_library_names():
     from pinet_export.config import CALIBRATION_METHODS, INT8_TARGETS
     from pinet_training.datasets import DATASET_NAMES
     from pinet_training.engine import select_device
-    from pinet_training.finetune_settings import LOSSES
+    from pinet_training.finetune_settings import EPOCH_CHOICES, LOSSES
     from pinet_training.synth_manifest import SPLITS
 
     assert sorted(_values(choices.DatasetName)) == sorted(DATASET_NAMES)
     assert _values(choices.Loss) == list(LOSSES)
+    assert _values(choices.EpochChoice) == list(EPOCH_CHOICES)
     assert _values(choices.SynthSplit) == list(SPLITS)
     assert _values(choices.CalibrationMethod) == list(CALIBRATION_METHODS)
     assert _values(choices.Int8Target) == list(INT8_TARGETS)

@@ -96,6 +96,7 @@ def test_chosen_epoch_is_the_validation_best(replica, tmp_path, monkeypatch):
     """A planted validation curve (best at epoch 2, tied at 4) decides best.safetensors and the
     reported epoch; the test split is scored once, on that checkpoint, not per epoch."""
     import pinet_training.finetune as finetune
+    import pinet_training.finetune_report as finetune_report
 
     planted = iter([0.10, 0.70, 0.30, 0.70])
     calls = {"val": 0}
@@ -105,14 +106,14 @@ def test_chosen_epoch_is_the_validation_best(replica, tmp_path, monkeypatch):
         return {"val_srcc": next(planted)}
 
     test_scorings = []
-    real_evaluate = finetune.evaluate_checkpoint
+    real_evaluate = finetune_report.evaluate_checkpoint
 
     def counting_evaluate(path, *args, **kwargs):
         test_scorings.append(Path(path))
         return real_evaluate(path, *args, **kwargs)
 
     monkeypatch.setattr(finetune, "validation_metrics", planted_validation)
-    monkeypatch.setattr(finetune, "evaluate_checkpoint", counting_evaluate)
+    monkeypatch.setattr(finetune_report, "evaluate_checkpoint", counting_evaluate)
     results, _ = finetune.run_finetune(_settings(replica, tmp_path / "run", epochs=4), lambda _: None)
     assert calls["val"] == 4
     assert results[0]["chosen_epoch"] == 2 and results[0]["val_srcc"] == pytest.approx(0.70)
@@ -124,6 +125,52 @@ def test_chosen_epoch_is_the_validation_best(replica, tmp_path, monkeypatch):
     last = load_checkpoint(tmp_path / "run" / "last.safetensors", stage=2).model.state_dict()
     chosen = load_checkpoint(tmp_path / "run" / "best.safetensors", stage=2).model.state_dict()
     assert any(not torch.equal(last[k], chosen[k]) for k in last)      # epoch 2 weights, not the final ones
+
+
+def test_epoch_choice_last_ships_the_last_epochs_averaged_weights(replica, tmp_path, monkeypatch):
+    """--epoch-choice last: validation peaks at epoch 2, yet the model is epoch 4's moving average
+    (the weights validation saw last), scored once on the test split, and the report says the rule."""
+    import pinet_training.finetune as finetune
+    import pinet_training.finetune_report as finetune_report
+    from pinet_training.weight_average import TENSOR_PREFIX
+
+    planted = iter([0.10, 0.70, 0.30, 0.50])
+    test_scorings = []
+    real_evaluate = finetune_report.evaluate_checkpoint
+
+    def counting_evaluate(path, *args, **kwargs):
+        test_scorings.append(Path(path))
+        return real_evaluate(path, *args, **kwargs)
+
+    monkeypatch.setattr(finetune, "validation_metrics", lambda *args: {"val_srcc": next(planted)})
+    monkeypatch.setattr(finetune_report, "evaluate_checkpoint", counting_evaluate)
+    run = tmp_path / "run"
+    results, results_json = finetune.run_finetune(_settings(replica, run, epochs=4, ema_decay=0.5,
+                                                            epoch_choice="last"), lambda _: None)
+    assert results[0]["chosen_epoch"] == 4 and results[0]["val_srcc"] == pytest.approx(0.50)
+    best = read_header(run / "best.safetensors").training
+    steps_per_epoch = best["info"]["steps_per_epoch"]
+    assert results[0]["best_step"] == 4 * steps_per_epoch and best["epoch_choice"] == "last"
+    assert best["test"]["srcc"] == results[0]["test"]["srcc"] and test_scorings == [run / "best.safetensors"]
+    last = load_checkpoint(run / "last.safetensors", stage=2)
+    averaged = {k[len(TENSOR_PREFIX):]: v for k, v in last.extra_tensors.items() if k.startswith(TENSOR_PREFIX)}
+    shipped = load_checkpoint(run / "best.safetensors", stage=2).model.state_dict()
+    raw = last.model.state_dict()
+    assert averaged and all(torch.equal(shipped[k], averaged[k]) for k in averaged)
+    assert any(not torch.equal(shipped[k], raw[k]) for k in averaged)        # the average, not the raw weights
+    assert "the last epoch (4) is the model" in (run / "results.md").read_text()
+    assert json.loads(results_json.read_text())["rounds"][0]["chosen_epoch"] == 4
+
+
+def test_epoch_choice_is_checked_and_fixed_for_a_resume(replica, tmp_path):
+    from pinet_training.engine import ResumeError
+    from pinet_training.finetune import FinetuneError, run_finetune
+
+    with pytest.raises(FinetuneError, match="--epoch-choice must be one of validation, last"):
+        run_finetune(_settings(replica, tmp_path / "bad", epoch_choice="best"), lambda _: None)
+    run_finetune(_settings(replica, tmp_path / "run", epochs=1), lambda _: None)
+    with pytest.raises(ResumeError, match="epoch_choice=None .this run: 'last'"):
+        run_finetune(_settings(replica, tmp_path / "run", epochs=2, epoch_choice="last", resume=True), lambda _: None)
 
 
 def test_splits_never_share_a_group(replica, tmp_path):

@@ -9,7 +9,8 @@ Protocol (``pinet_training.protocol``): each round gets its own seeded split by 
 (see ``finetune_data``); the epoch is chosen on the validation split by the engine's
 best-checkpoint rule (highest val SRCC, ties: earliest; the same rule as ``protocol.choose_epoch``,
 which is checked against it; with ``--mix-val-refs`` the mean of it and the SRCC of mix training
-references moved out of training); the test split is scored ONCE, on ``best.safetensors``, with the
+references moved out of training; ``--epoch-choice last``: the last epoch, validation only monitors);
+the test split is scored ONCE, on ``best.safetensors``, with the
 contract's fixed crops (``pinet_training.checkpoint_evaluation``). The test metrics and the split (test sample
 ids + rule) go into best.safetensors' training metadata so `pinet eval --split test` redoes them.
 
@@ -27,12 +28,12 @@ from pathlib import Path
 from typing import Callable
 
 from pinet_training.datasets import DatasetError, IQADataset
-from pinet_training.checkpoint_evaluation import SPLIT_KEY, TEST_KEY, evaluate_checkpoint, sample_id
+from pinet_training.checkpoint_evaluation import SPLIT_KEY, sample_id
 from pinet_training.finetune_data import FinetuneBatches, RoundSplit, carve_mix_validation, round_split
 from pinet_training.finetune_model import build_model, recentre_output, resize_choice
 from pinet_training.finetune_report import (
-    BEST_METRIC, JOINT_METRIC, FinetuneError, chosen_validation, joint_srcc, mix_heldout_metrics, selection_metric,
-    validation_metrics, validation_subset, write_all_data_results, write_results,
+    BEST_METRIC, JOINT_METRIC, FinetuneError, finish_round, joint_srcc, selection_metric, validation_metrics,
+    validation_subset, write_all_data_results, write_results,
 )
 from pinet_training.onnx_eval import scoring_model
 from pinet_training.mixed import LossWeights, MixedBatches, dataset_record, mix_batches, mixed_loss, \
@@ -41,7 +42,6 @@ from pinet_training.finetune_settings import (  # noqa: F401 (re-exported: the m
     LOSSES, FinetuneSettings, check_settings, compared_settings, dataset_fingerprint, load_data, load_mix,
     lr_schedule, round_dir, trained_epochs,
 )
-from pinet_runtime.files import write_json_atomic
 from pinet_training.lr_schedule import group_lrs, parameter_groups
 from pinet_training.protocol import Split
 
@@ -290,54 +290,6 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
                    settings.show_progress, collective.is_main, run.info.get("distributed"))
 
 
-def finish_round(prepared: PreparedRound, settings: FinetuneSettings) -> dict:
-    """Score the test split once with best.safetensors, store metrics + split in it, write round.json."""
-    from pinet.checkpoint import load_checkpoint, save_checkpoint
-
-    run = prepared.run
-    split_record = run.info[SPLIT_KEY]
-    if settings.train_on_all:          # no validation: the last epoch is the model
-        with run.evaluated_weights():
-            run.save(run.best_path, with_optimizer=False)
-        epoch, evaluation, validation = settings.epochs, None, {}
-    else:
-        validation = chosen_validation(prepared, selection_metric(settings))
-        epoch = int(validation["epoch"])
-    loaded = load_checkpoint(run.best_path, stage=2)
-    loaded.model.eval()
-    test_metrics, problems, engine = None, [], settings.eval_engine
-    if not settings.train_on_all and prepared.cache is not None:
-        test_metrics, engine = prepared.cache.metrics(loaded.model, prepared.dataset, prepared.split.split.test), \
-            f"cached {prepared.cache.layout.level} (onnxruntime FP32 of the frozen part, torch above it)"
-    elif not settings.train_on_all:
-        evaluation = evaluate_checkpoint(run.best_path, prepared.dataset, "test", settings.eval_batch_size,
-                                         str(prepared.device), test_ids=split_record["test_ids"],
-                                         engine=settings.eval_engine, threads=run.info["threads"])
-        test_metrics, problems = evaluation.metrics, evaluation.problems
-    training = {**loaded.header.training, SPLIT_KEY: split_record, "chosen_epoch": epoch}
-    if test_metrics is not None:
-        training[TEST_KEY] = {**test_metrics, "eval_batch_size": settings.eval_batch_size, "engine": engine,
-                              "device": str(prepared.device), "skipped_images": problems}
-    if prepared.cache is not None and prepared.mix is not None:
-        m = prepared.cache.mix_metrics(loaded.model, prepared.mix)
-        mix_test = {"dataset": prepared.mix.name, "rule": prepared.mix_split.rule, "n": len(prepared.cache.mix_heldout),
-                    "engine": engine, **{k: float(m[k]) for k in ("srcc", "krcc", "plcc", "rmse")}}
-    else:
-        mix_test = mix_heldout_metrics(loaded.model, prepared, settings)
-    if mix_test is not None:
-        training["mix_test"] = mix_test
-    save_checkpoint(run.best_path, loaded.model, loaded.header.preprocessing, training)
-    result = {"round": prepared.round_index, "split_seed": split_record["seed"], "chosen_epoch": epoch,
-              "best_step": run.state.best_step, "val_srcc": validation.get(BEST_METRIC),
-              **({"selected_on": JOINT_METRIC, "val_mix_srcc": validation["val_mix_srcc"],
-                  JOINT_METRIC: validation[JOINT_METRIC]} if settings.mix_val_refs else {}),
-              "test": test_metrics, "mix_test": mix_test,
-              "n_train": split_record["n_train"], "n_val": split_record["n_val"], "n_test": split_record["n_test"],
-              "note": split_record["note"], "checkpoint": str(run.best_path)}
-    write_json_atomic(Path(run.run_dir) / "round.json", result)
-    return result
-
-
 def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tuple[list[dict], Path]:
     """All rounds (on --resume finished rounds are skipped, or trained on when --epochs grew), then the
     results files."""
@@ -381,7 +333,8 @@ def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tupl
         if result["test"] is not None:
             joint = (f", {mix.name} validation references {result['val_mix_srcc']:.4f}" if settings.mix_val_refs
                      else "")
-            say(f"round {round_index + 1}: epoch {result['chosen_epoch']} chosen on validation "
+            how = "chosen on validation" if settings.epoch_choice == "validation" else "(the last: --epoch-choice last)"
+            say(f"round {round_index + 1}: epoch {result['chosen_epoch']} {how} "
                 f"(val SRCC {result['val_srcc']:.4f}{joint}); test SRCC {result['test']['srcc']:.4f}")
         if result["mix_test"] is not None:
             say(f"round {round_index + 1}: held-out {result['mix_test']['dataset']} "

@@ -1,4 +1,5 @@
-"""Stage-2 reporting: which epoch validation chose, and the per-round / median results files."""
+"""Stage-2 reporting: which epoch is the model (validation's choice or the last), its one test scoring,
+and the per-round / median results files."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from pinet_runtime.errors import PinetError
 from pinet_runtime.files import write_json_atomic, write_text_atomic
 from pinet_training.datasets import IQADataset
-from pinet_training.checkpoint_evaluation import finite_quality_metrics, score_images
+from pinet_training.checkpoint_evaluation import SPLIT_KEY, TEST_KEY, evaluate_checkpoint, finite_quality_metrics, \
+    score_images
 from pinet_training.seeding import step_rng
 
 BEST_METRIC = "val_srcc"
@@ -89,6 +91,71 @@ def chosen_validation(prepared, metric: str = BEST_METRIC) -> dict:
     return next(r for r in reversed(records) if int(r["epoch"]) == epoch)
 
 
+def last_validation(prepared, epoch: int) -> dict:
+    """The logged validation record of the run's last epoch (``--epoch-choice last``)."""
+    from pinet_training.engine import MetricsLogger
+
+    records = [r for r in MetricsLogger(Path(prepared.run.run_dir) / "log.jsonl").records("val")
+               if int(r["epoch"]) == epoch]
+    if not records:
+        raise FinetuneError(f"{prepared.run.run_dir}: no validation record of the last epoch ({epoch}) in log.jsonl")
+    return records[-1]
+
+
+def finish_round(prepared, settings) -> dict:
+    """Score the test split once with best.safetensors, store metrics + split in it, write round.json.
+
+    best.safetensors is the epoch validation chose or, with ``--epoch-choice last`` (and
+    ``--train-on-all``), the weights validated after the last epoch (EMA/SWA included)."""
+    from pinet.checkpoint import load_checkpoint, save_checkpoint
+
+
+    run = prepared.run
+    split_record = run.info[SPLIT_KEY]
+    best_step = run.state.best_step
+    if settings.train_on_all or settings.epoch_choice == "last":   # the last epoch is the model
+        with run.evaluated_weights():
+            run.save(run.best_path, with_optimizer=False)
+        epoch, best_step = settings.epochs, run.state.step
+        validation = {} if settings.train_on_all else last_validation(prepared, settings.epochs)
+    else:
+        validation = chosen_validation(prepared, selection_metric(settings))
+        epoch = int(validation["epoch"])
+    loaded = load_checkpoint(run.best_path, stage=2)
+    loaded.model.eval()
+    test_metrics, problems, engine = None, [], settings.eval_engine
+    if not settings.train_on_all and prepared.cache is not None:
+        test_metrics, engine = prepared.cache.metrics(loaded.model, prepared.dataset, prepared.split.split.test), \
+            f"cached {prepared.cache.layout.level} (onnxruntime FP32 of the frozen part, torch above it)"
+    elif not settings.train_on_all:
+        evaluation = evaluate_checkpoint(run.best_path, prepared.dataset, "test", settings.eval_batch_size,
+                                         str(prepared.device), test_ids=split_record["test_ids"],
+                                         engine=settings.eval_engine, threads=run.info["threads"])
+        test_metrics, problems = evaluation.metrics, evaluation.problems
+    training = {**loaded.header.training, SPLIT_KEY: split_record, "chosen_epoch": epoch,
+                "epoch_choice": settings.epoch_choice}
+    if test_metrics is not None:
+        training[TEST_KEY] = {**test_metrics, "eval_batch_size": settings.eval_batch_size, "engine": engine,
+                              "device": str(prepared.device), "skipped_images": problems}
+    if prepared.cache is not None and prepared.mix is not None:
+        m = prepared.cache.mix_metrics(loaded.model, prepared.mix)
+        mix_test = {"dataset": prepared.mix.name, "rule": prepared.mix_split.rule, "n": len(prepared.cache.mix_heldout),
+                    "engine": engine, **{k: float(m[k]) for k in ("srcc", "krcc", "plcc", "rmse")}}
+    else:
+        mix_test = mix_heldout_metrics(loaded.model, prepared, settings)
+    if mix_test is not None:
+        training["mix_test"] = mix_test
+    save_checkpoint(run.best_path, loaded.model, loaded.header.preprocessing, training)
+    result = {"round": prepared.round_index, "split_seed": split_record["seed"], "chosen_epoch": epoch,
+              "best_step": best_step, "val_srcc": validation.get(BEST_METRIC),
+              **({"selected_on": JOINT_METRIC, "val_mix_srcc": validation["val_mix_srcc"],
+                  JOINT_METRIC: validation[JOINT_METRIC]} if settings.mix_val_refs else {}),
+              "test": test_metrics, "mix_test": mix_test,
+              "n_train": split_record["n_train"], "n_val": split_record["n_val"], "n_test": split_record["n_test"],
+              "note": split_record["note"], "checkpoint": str(run.best_path)}
+    write_json_atomic(Path(run.run_dir) / "round.json", result)
+    return result
+
 
 def write_results(settings, dataset: IQADataset, rounds: list[dict]) -> tuple[Path, Path]:
     """RUN/results.json + RUN/results.md via protocol.write_report (per round, median/mean)."""
@@ -108,7 +175,11 @@ def write_results(settings, dataset: IQADataset, rounds: list[dict]) -> tuple[Pa
                                    n_train=r["n_train"], n_val=r["n_val"], n_test=r["n_test"]))
     description = within_dataset_description(dataset, len(rounds), val_fraction=settings.val_fraction)
     notes = tuple(dict.fromkeys(r["note"] for r in rounds if r["note"]))
-    if settings.mix_val_refs:
+    if settings.epoch_choice == "last":
+        description = replace(description, epoch_selection=(
+            f"none: the last epoch ({settings.epochs}) is the model, a rule fixed before training (validation "
+            "only monitors); test evaluated once on it"))
+    elif settings.mix_val_refs:
         description = replace(description, epoch_selection=(
             f"best mean of the validation SRCC and the SRCC of {settings.mix_val_refs} {settings.mix_dataset} "
             "references held out of training (ties: earliest); test evaluated once at that epoch"))

@@ -13,6 +13,7 @@ from pinet_training.head_cache import LEVELS, TRAINABLE_STAGES
 from pinet_training.lr_schedule import LrSchedule
 
 LOSSES = ("l1", "mse")
+EPOCH_CHOICES = ("validation", "last")    # --epoch-choice: which epoch of a split round is the model
 MIX_PAIRS = ("any", "within-reference")   # which mix pairs the ranking loss compares (--mix-pairs)
 
 
@@ -74,6 +75,7 @@ class FinetuneSettings:
     lr_cosine_epochs: int = 0              # > 0: both lrs fall on a half cosine to 0 over this many epochs
     backbone_warmup_epochs: int = 0        # > 0: the backbone's lr rises linearly from 0 over this many epochs
     mix_val_refs: int = 0                  # > 0: mix training refs moved to validation; the epoch is chosen jointly
+    epoch_choice: str = "validation"       # validation: its best epoch ships; last: the last (validation monitors)
 
 
 def dataset_fingerprint(dataset: IQADataset) -> str:
@@ -129,6 +131,8 @@ def compared_settings(settings: FinetuneSettings, variant: str, dataset: IQAData
             compared[key] = getattr(settings, key)
     if settings.mix_pairs != "any":
         compared["mix_pairs"] = settings.mix_pairs
+    if settings.epoch_choice != "validation":
+        compared["epoch_choice"] = settings.epoch_choice
     if settings.train_head_only:
         compared["cache_level"] = settings.cache_level
     return compared
@@ -190,6 +194,8 @@ def check_settings(settings: FinetuneSettings) -> None:
     if settings.swa_start_epoch > settings.epochs:
         raise FinetuneError(f"--swa-start-epoch {settings.swa_start_epoch} is after the last epoch "
                             f"({settings.epochs}): nothing would be averaged")
+    if settings.epoch_choice not in EPOCH_CHOICES:
+        raise FinetuneError(f"--epoch-choice must be one of {', '.join(EPOCH_CHOICES)}, got {settings.epoch_choice!r}")
     if settings.mix_val_refs < 0:
         raise FinetuneError(f"--mix-val-refs must be >= 0 (0: the epoch is chosen on the primary set alone), "
                             f"got {settings.mix_val_refs}")

@@ -24,6 +24,7 @@ EvalEngine = _choices("EvalEngine", "torch", "onnx")
 MixPairs = _choices("MixPairs", "any", "within-reference")               # pinet_training.finetune_settings.MIX_PAIRS
 CacheLevel = _choices("CacheLevel", "features", "taps")                  # pinet_training.head_cache.LEVELS
 Loss = _choices("Loss", "l1", "mse")                                    # pinet_training.finetune_settings.LOSSES
+EpochChoice = _choices("EpochChoice", "validation", "last")             # pinet_training.finetune_settings.EPOCH_CHOICES
 BackboneInit = _choices("BackboneInit", "auto", "imagenet", "random")
 CalibrationMethod = _choices("CalibrationMethod", "minmax", "entropy", "percentile")  # pinet_export.config
 Int8Target = _choices("Int8Target", "portable", "this-cpu")             # pinet_export.config.INT8_TARGETS

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from pinet.cli.choices import BackboneInit, CacheLevel, DatasetName, Device, EvalEngine, Loss, MixPairs
+from pinet.cli.choices import BackboneInit, CacheLevel, DatasetName, Device, EpochChoice, EvalEngine, Loss, \
+    MixPairs
 from pinet.cli.nproc import NPROC_OPTION, run_in_processes
 from pinet.cli.common import (
     CHECKPOINT_EVERY_OPTION, EXIT_USAGE, PROGRESS_OPTION, THREADS_OPTION, WORKERS_OPTION, device_option,
@@ -113,6 +114,9 @@ def finetune(
     mix_val_refs: int = typer.Option(0, "--mix-val-refs", min=0, help="Move this many of the mix set's training "
                                      "references (a fixed seeded draw) out of training; the epoch is then chosen on "
                                      "the mean of the validation SRCC and theirs; 0: on the validation SRCC alone"),
+    epoch_choice: EpochChoice = typer.Option(EpochChoice.validation, "--epoch-choice", help="Which epoch of a "
+                                             "split round is the model: validation (its best epoch) or last (a "
+                                             "fixed rule, e.g. with --swa-start-epoch; validation only monitors)"),
     train_on_all: bool = typer.Option(False, "--train-on-all", help="No split: train on every image for --epochs "
                                       "(settings chosen earlier by --rounds); no test figures"),
     epochs: int = typer.Option(30, "--epochs", help="Epochs per round"),
@@ -170,7 +174,7 @@ def finetune(
         mix_pairs=mix_pairs.value,
         mix_train_images=mix_train_images, ema_decay=ema_decay, swa_start_epoch=swa_start_epoch,
         lr_cosine_epochs=lr_cosine_epochs,
-        backbone_warmup_epochs=backbone_warmup_epochs, mix_val_refs=mix_val_refs,
+        backbone_warmup_epochs=backbone_warmup_epochs, mix_val_refs=mix_val_refs, epoch_choice=epoch_choice.value,
         nproc_per_node=nproc_per_node)
     run_in_processes(nproc_per_node, run_finetuning, settings)
 
