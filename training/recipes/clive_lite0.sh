@@ -56,10 +56,13 @@ BACKBONE_WARMUP_EPOCHS=${BACKBONE_WARMUP_EPOCHS:-0}
 # unchanged: not the default); 0 chooses on CLIVE validation alone.
 MIX_VAL_REFS=${MIX_VAL_REFS:-0}
 # SWA_START_EPOCH=S: from epoch S on, validate and ship the plain mean of the weights after every step
-# since epoch S's start (stochastic weight averaging); 0: the EMA alone. Run S (S=12, 10 splits): with the
-# epoch chosen on validation no better than G24 (median 0.794, synthetic 0.835); the epoch-24 mean with no
-# choice: 0.7999 / 0.851, same CLIVE mean as G24 (docs/experiments.md "Run S"). Not the default.
-SWA_START_EPOCH=${SWA_START_EPOCH:-0}
+# since epoch S's start (stochastic weight averaging); 0: the EMA alone. EPOCH_CHOICE=last: each split's
+# model is its last epoch (a fixed rule; validation only monitors); validation: the epoch with the best
+# validation SRCC. Shipped since 2026-11-30 evening: S=12 + last = run S's reading B (10 splits: CLIVE
+# test median 0.7999, mean 0.792; synthetic held-out median 0.851), which replaced run G24 (S=0 +
+# validation: 0.795 / 0.843); S=12 + validation (reading A): 0.794 / 0.835 (docs/experiments.md "Run S").
+SWA_START_EPOCH=${SWA_START_EPOCH:-12}
+EPOCH_CHOICE=${EPOCH_CHOICE:-last}
 COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side 384
         --train-head-only --cache-level taps --fresh-head --feature-cache "$RUNS/taps_cache"
         --mix-dataset synthetic --mix-root "$RUNS/synth" --mix-per-batch 12 --mix-train-images 400
@@ -68,14 +71,15 @@ COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side
         --ema-decay "$EMA_DECAY" --lr-cosine-epochs "$LR_COSINE_EPOCHS" --backbone-warmup-epochs "$BACKBONE_WARMUP_EPOCHS"
         --workers 0 --threads 1 --no-progress)
 
-# 2. Ten seeded 80/20 splits of the 930 photos (anchors left out); the epoch (1-16) is chosen on
-#    the validation part (15% of each training part), the test part is scored once. Two processes
+# 2. Ten seeded 80/20 splits of the 930 photos (anchors left out); the model is the last epoch
+#    (EPOCH_CHOICE=last) or the epoch chosen on the validation part (15% of each training part); the
+#    test part is scored once. Two processes
 #    (one per core): rounds 1-5 and rounds 6-10 (round r uses split seed and training seed r-1).
 split_half() {  # OUT FIRST_SEED
     local resume=()
     [ -d "$1" ] && resume=(--resume)
     pinet train finetune "${COMMON[@]}" --seed "$2" --split-seed "$2" --out "$1" --rounds 5 --epochs "$SPLIT_EPOCHS" \
-        --mix-val-refs "$MIX_VAL_REFS" --swa-start-epoch "$SWA_START_EPOCH" "${resume[@]}"
+        --mix-val-refs "$MIX_VAL_REFS" --swa-start-epoch "$SWA_START_EPOCH" --epoch-choice "$EPOCH_CHOICE" "${resume[@]}"
 }
 # The cache is built once: the second half starts when the first has written all of its descriptors
 # (CLIVE, synth held-out, synth train, + synth validation with MIX_VAL_REFS), so it never has two writers.
@@ -88,12 +92,16 @@ done
 split_half "$RUNS/splits_b" 5 &
 wait
 
-# 3. The shipped model: all 930 photos, for the median (low) epoch the splits chose (18 in run G24,
-#    2026-11-30). That run started this step with --epochs 16 alongside step 2, trained on to 24 and
-#    shipped its epoch_18.safetensors snapshot: the lr schedule and the batches are functions of the
-#    step alone, which makes it the same model.
-EPOCHS=$(python -c "import json,statistics,sys; r=[x for f in sys.argv[1:] for x in json.load(open(f))['rounds']]; \
+# 3. The shipped model: all 930 photos for SPLIT_EPOCHS epochs (EPOCH_CHOICE=last: the rule the splits
+#    measured), or, with EPOCH_CHOICE=validation, for the median (low) epoch the splits chose (18 in run
+#    G24). The lr schedule and the batches are functions of the step alone, so the epoch-E snapshot of a
+#    longer all-930 run is the E-epoch model: this step may start alongside step 2.
+if [ "$EPOCH_CHOICE" = last ]; then
+    EPOCHS=$SPLIT_EPOCHS
+else
+    EPOCHS=$(python -c "import json,statistics,sys; r=[x for f in sys.argv[1:] for x in json.load(open(f))['rounds']]; \
 print(int(statistics.median_low([x['chosen_epoch'] for x in r])))" "$RUNS/splits_a/results.json" "$RUNS/splits_b/results.json")
+fi
 RESUME=()
 [ -d "$RUNS/final" ] && RESUME=(--resume)
 # An epoch before SWA_START_EPOCH is the EMA-only model: the averaging has not started by then.
