@@ -32,7 +32,8 @@ echo "$SYNTH_SHA256  $SYNTH_INIT" | sha256sum --check --quiet
 # (run D of docs/experiments.md: CLIVE median 0.794; one stage, run B: 0.776; none, run A: 0.741);
 # --ema-decay 0.98: validation, snapshots and the shipped weights are a moving average of the
 # trained weights (run G: median 0.801, synthetic held-out 0.819; run D's 0.794, 0.811), for up to
-# 24 epochs per split (run G24, shipped: median 0.795, mean within 0.001 of run G's, synthetic 0.843).
+# 24 epochs per split (run G24, shipped until 2026-11-30 evening: median 0.795, mean within 0.001 of run G's,
+# synthetic 0.843; since then with SWA, below).
 # Batches: 36 CLIVE + 12 synthetic crops; L1 + fidelity ranking on CLIVE MOS/100, fidelity ranking
 # of the synthetic crops only against images of the SAME reference (--mix-pairs within-reference),
 # weight $MIX_WEIGHT.
