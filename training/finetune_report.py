@@ -109,7 +109,6 @@ def finish_round(prepared, settings) -> dict:
     ``--train-on-all``), the weights validated after the last epoch (EMA/SWA included)."""
     from pinet.checkpoint import load_checkpoint, save_checkpoint
 
-
     run = prepared.run
     split_record = run.info[SPLIT_KEY]
     best_step = run.state.best_step
