@@ -302,3 +302,46 @@ def test_cached_mix_draws_come_in_groups_of_one_reference():
             assert members.sum() <= MIX_GROUP and len(set(image[members] // 4)) == 1      # one reference
             assert len(set(view[members])) == 1 and len(set(crop[members])) == 1        # same window
             assert len(set(image[members])) == members.sum()                            # distinct images
+
+
+def test_random_crop_mix_draws_come_in_groups_of_one_reference(synthetic):
+    """--mix-pairs within-reference without the cache: groups of <= MIX_GROUP distinct images of one
+    reference, cut at one shared window, a pure function of the step; the crops are those windows."""
+    from pinet_runtime.preprocess import Preprocessing, normalize
+    from pinet_training.finetune_data import croppable_pixels, cut_window
+    from pinet_training.mixed import MIX_GROUP, ReferenceGroupBatches
+
+    dataset = load_dataset("synthetic", synthetic)
+    train = tuple(i for i, s in enumerate(dataset.samples) if s.group in ("ref0", "ref1"))
+    prep = Preprocessing(resize_short_side=72, crop_size=64)
+    batches = ReferenceGroupBatches(dataset, train, prep, per_batch=5, flip=True, seed=3)
+    for step in range(4):
+        draws = batches.draws(step)
+        assert draws == batches.draws(step) and len(draws) == 5
+        for group in {d[1] for d in draws}:
+            members = [d for d in draws if d[1] == group]
+            assert len(members) <= MIX_GROUP and len({d[0] for d in members}) == len(members)      # distinct
+            assert len({dataset.samples[d[0]].group for d in members}) == 1                      # one reference
+            assert len({d[2:] for d in members}) == 1                                            # one window
+        batch = batches(step)
+        assert batch["group"].tolist() == [d[1] for d in draws]
+        assert batch["targets"].tolist() == pytest.approx([dataset.samples[d[0]].score for d in draws])
+        expected = [cut_window(croppable_pixels(dataset.samples[d[0]].path, prep), 64, *d[2:]) for d in draws]
+        assert np.allclose(batch["crops"].numpy(), normalize(np.stack(expected), prep))
+    with pytest.raises(ValueError, match=">= 2 training images"):
+        ReferenceGroupBatches(dataset, train[:1], prep, per_batch=2, flip=False, seed=0)
+
+
+@pytest.mark.slow
+def test_random_crop_run_ranks_mix_pairs_within_references_only(clive_like, synthetic, mixed_sets, tmp_path):
+    from pinet_training.finetune import load_data, load_mix, prepare_round, run_finetune
+
+    settings = mixed_sets.settings(clive_like, synthetic, tmp_path / "run", mix_per_batch=3,
+                                   mix_pairs="within-reference")
+    prepared = prepare_round(settings, load_data(settings), 0, load_mix(settings))
+    batch = prepared.batches(0)
+    assert batch["group"].tolist()[:3] == [-1, -1, -1] and (batch["group"][3:] >= 0).all()
+    run_finetune(settings, lambda _: None)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any("loss_rank_mix" in r for r in log if r["kind"] == "train")
+    assert read_header(tmp_path / "run" / "best.safetensors").training["settings"]["mix_pairs"] == "within-reference"

@@ -148,8 +148,8 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
             batches = FinetuneBatches(dataset, split.split.train, prep, settings.batch_size - settings.mix_per_batch,
                                       settings.crops_per_image, settings.flip, seed, settings.images_per_epoch)
             if mix is not None:
-                batches = MixedBatches(batches, mix_batches(mix, mix_split.split.train, prep,
-                                                            settings.mix_per_batch, settings.flip, seed))
+                batches = MixedBatches(batches, mix_batches(mix, mix_split.split.train, prep, settings.mix_per_batch,
+                                                            settings.flip, seed, settings.mix_pairs))
             batches.shard = collective.shard()
     except (ValueError, DatasetError) as err:
         raise FinetuneError(str(err)) from None

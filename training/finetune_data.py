@@ -131,8 +131,6 @@ class FinetuneBatches:
         return self._slices.of_step(step)
 
     def __call__(self, step: int) -> dict:
-        import torch
-
         rng = step_rng(self.seed, step, STREAM_AUGMENT)
         size = self.prep.crop_size
         crops, targets, skipped = [], [], []
@@ -148,20 +146,39 @@ class FinetuneBatches:
                 continue
             try:
                 if index not in decoded:
-                    decoded[index] = np.asarray(load_image(self.paths[index], self.prep), dtype=np.uint8)
-                pixels = decoded[index]
-                height, width = pixels.shape[:2]
-                if height < size or width < size:
-                    raise ValueError(f"image {width}x{height} is smaller than the {size}px crop")
+                    decoded[index] = croppable_pixels(self.paths[index], self.prep)
             except (ImageDecodeError, ValueError) as err:
                 skipped.append(f"{self.paths[index]}: {err}")
                 continue
-            top = min(int(top_draw * (height - size + 1)), height - size)
-            left = min(int(left_draw * (width - size + 1)), width - size)
-            window = pixels[top:top + size, left:left + size]
-            crops.append(window[:, ::-1] if self.flip and flip_draw < 0.5 else window)
+            crops.append(cut_window(decoded[index], size, top_draw, left_draw, self.flip and flip_draw < 0.5))
             targets.append(self.targets[index])
-        if not crops:
-            return {"crops": torch.zeros((0, 3, size, size)), "targets": torch.zeros(0), "skipped": skipped}
-        return {"crops": torch.from_numpy(normalize(np.stack(crops), self.prep)),
-                "targets": torch.tensor(np.array(targets, dtype=np.float32)), "skipped": skipped}
+        return crop_batch(crops, targets, skipped, self.prep)
+
+
+def croppable_pixels(path: Path, prep: Preprocessing) -> np.ndarray:
+    """The image as the contract loads it (uint8 HxWx3); ValueError if it is smaller than a crop."""
+    pixels = np.asarray(load_image(path, prep), dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    if height < prep.crop_size or width < prep.crop_size:
+        raise ValueError(f"image {width}x{height} is smaller than the {prep.crop_size}px crop")
+    return pixels
+
+
+def cut_window(pixels: np.ndarray, size: int, top_draw: float, left_draw: float, mirrored: bool) -> np.ndarray:
+    """The ``size`` px window at fractions (top_draw, left_draw) in [0, 1) of the free range, maybe mirrored."""
+    height, width = pixels.shape[:2]
+    top = min(int(top_draw * (height - size + 1)), height - size)
+    left = min(int(left_draw * (width - size + 1)), width - size)
+    window = pixels[top:top + size, left:left + size]
+    return window[:, ::-1] if mirrored else window
+
+
+def crop_batch(crops: list[np.ndarray], targets: list[float], skipped: list[str], prep: Preprocessing) -> dict:
+    """Normalised crops (N x 3 x S x S float32 tensor), their targets and the skipped files' messages."""
+    import torch
+
+    size = prep.crop_size
+    if not crops:
+        return {"crops": torch.zeros((0, 3, size, size)), "targets": torch.zeros(0), "skipped": skipped}
+    return {"crops": torch.from_numpy(normalize(np.stack(crops), prep)),
+            "targets": torch.tensor(np.array(targets, dtype=np.float32)), "skipped": skipped}

@@ -224,9 +224,9 @@ def check_settings(settings: FinetuneSettings) -> None:
         raise FinetuneError("--mix-train-images only applies with --train-head-only")
     if settings.mix_pairs not in MIX_PAIRS:
         raise FinetuneError(f"--mix-pairs must be one of {', '.join(MIX_PAIRS)}, got {settings.mix_pairs!r}")
-    if settings.mix_pairs != "any" and not (settings.train_head_only and settings.mix_dataset):
-        raise FinetuneError("--mix-pairs within-reference needs --mix-dataset and --train-head-only (the "
-                            "cached path draws a reference's images together)")
+    if settings.mix_pairs != "any" and not settings.mix_dataset:
+        raise FinetuneError("--mix-pairs within-reference compares images of one --mix-dataset reference: it "
+                            "needs a --mix-dataset")
     if settings.fresh_head and settings.init.strip().lower() in ("", "none"):
         raise FinetuneError("--fresh-head takes the backbone of an --init checkpoint; with --init none every "
                             "module is fresh already")

@@ -33,11 +33,11 @@ import numpy as np
 from pinet_runtime.errors import PinetError
 from pinet_runtime.files import atomic_path, write_text_atomic
 from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, preprocess
+from pinet_training.mixed import MIX_GROUP
 from pinet_training.seeding import shard_range, step_rng
 
 SCORE_FIELDS = ("score_name", "score_range", "higher_is_better")     # do not change a crop's pixels
 LEVELS = ("features", "taps")
-MIX_GROUP = 3                  # mix images drawn together from one group (--mix-pairs within-reference)
 
 
 class CacheError(PinetError):

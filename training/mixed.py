@@ -22,12 +22,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pinet_runtime.preprocess import ImageDecodeError, Preprocessing
 from pinet_training.datasets import IQADataset
-from pinet_training.finetune_data import FinetuneBatches
+from pinet_training.finetune_data import FinetuneBatches, croppable_pixels, crop_batch, cut_window
+from pinet_training.seeding import shard_range, step_rng
 
 RANK_TEMPERATURE = 0.1          # score units (0-1): a 0.2 gap in predictions gives p_hat 0.88
 MIX_RANK_MARGIN = 0.05          # synthetic pseudo-MOS near-ties are not trustworthy (stage 1's margin)
 MIX_SEED_OFFSET = 1_000_003     # the mix set's batches use their own random streams
+MIX_GROUP = 3                   # --mix-pairs within-reference: mix images drawn together from one reference
+STREAM_GROUP_DRAW = 41          # step_rng stream of ReferenceGroupBatches' draws
 DISPLAY_NAMES = {"clive": "CLIVE", "koniq10k": "KonIQ-10k", "spaq": "SPAQ", "kadid10k": "KADID-10k",
                  "live": "LIVE", "csiq": "CSIQ", "tid2013": "TID2013", "synthetic": "synthetic"}
 
@@ -133,12 +137,70 @@ class MixedBatches:
         first, second = self.primary(step), self.mix(step)
         crops = [b["crops"] for b in (first, second) if len(b["targets"])]
         source = np.concatenate([np.zeros(len(first["targets"]), np.int64), np.ones(len(second["targets"]), np.int64)])
-        return {"crops": torch.cat(crops) if crops else first["crops"],
-                "targets": torch.cat([first["targets"], second["targets"]]),
-                "source": torch.from_numpy(source), "skipped": first["skipped"] + second["skipped"]}
+        batch = {"crops": torch.cat(crops) if crops else first["crops"],
+                 "targets": torch.cat([first["targets"], second["targets"]]),
+                 "source": torch.from_numpy(source), "skipped": first["skipped"] + second["skipped"]}
+        if "group" in second:          # within-reference pairs: the primary crops belong to no group
+            batch["group"] = torch.cat([torch.full((len(first["targets"]),), -1, dtype=torch.int64), second["group"]])
+        return batch
+
+
+class ReferenceGroupBatches:
+    """The mix share of every step for ``--mix-pairs within-reference`` (random crops): groups of
+    MIX_GROUP distinct images of one reference, each group cut at one shared window and flip, so a
+    group shows the same content at different distortions; ``group`` limits the ranking to its pairs.
+    A pure function of (seed, step), like FinetuneBatches."""
+
+    def __init__(self, dataset: IQADataset, train: tuple[int, ...], prep: Preprocessing, per_batch: int,
+                 flip: bool, seed: int):
+        references = sorted({dataset.samples[i].group for i in train})
+        members = [[i for i in train if dataset.samples[i].group == name] for name in references]
+        self.members = [m for m in members if len(m) >= 2]
+        if not self.members:
+            raise ValueError(f"within-reference mix pairs need a reference of {dataset.name} with >= 2 training images")
+        self.dataset, self.prep, self.per_batch, self.flip, self.seed = dataset, prep, per_batch, flip, seed
+        self.shard = (0, 1)            # (rank, world size), as FinetuneBatches.shard
+
+    def draws(self, step: int) -> list[tuple[int, int, float, float, bool]]:
+        """(sample index, group, top and left window fractions, mirrored) of every mix crop of ``step``."""
+        rng = step_rng(self.seed, step, STREAM_GROUP_DRAW)
+        found, group = [], 0
+        while len(found) < self.per_batch:
+            # group: the draw's number, not the reference's, so a reference drawn twice in one step
+            # (two windows) makes two groups and no pair crosses windows
+            members = self.members[int(rng.integers(0, len(self.members)))]
+            size = min(MIX_GROUP, len(members), self.per_batch - len(found))
+            top, left, flip_draw = rng.random(3)
+            found += [(int(i), group, top, left, self.flip and flip_draw < 0.5)
+                      for i in rng.choice(members, size, replace=False)]
+            group += 1
+        return found
+
+    def __call__(self, step: int) -> dict:
+        import torch
+
+        crops, targets, groups, skipped = [], [], [], []
+        draws = self.draws(step)
+        keep = shard_range(len(draws), *self.shard)
+        for position, (index, group, top, left, mirrored) in enumerate(draws):
+            if position not in keep:
+                continue
+            sample = self.dataset.samples[index]
+            try:
+                pixels = croppable_pixels(sample.path, self.prep)
+            except (ImageDecodeError, ValueError) as err:
+                skipped.append(f"{sample.path}: {err}")
+                continue
+            crops.append(cut_window(pixels, self.prep.crop_size, top, left, mirrored))
+            targets.append(sample.score)
+            groups.append(group)
+        return {**crop_batch(crops, targets, skipped, self.prep), "group": torch.tensor(groups, dtype=torch.int64)}
 
 
 def mix_batches(dataset: IQADataset, train: tuple[int, ...], prep, per_batch: int, flip: bool,
-                seed: int) -> FinetuneBatches:
-    """The mix set's share of every batch: ``per_batch`` crops (1 per image), its own random streams."""
+                seed: int, pairs: str = "any") -> FinetuneBatches | ReferenceGroupBatches:
+    """The mix set's share of every batch: ``per_batch`` crops (1 per image, or groups of one
+    reference with ``pairs="within-reference"``), its own random streams."""
+    if pairs == "within-reference":
+        return ReferenceGroupBatches(dataset, train, prep, per_batch, flip, seed + MIX_SEED_OFFSET)
     return FinetuneBatches(dataset, train, prep, per_batch, 1, flip, seed + MIX_SEED_OFFSET)

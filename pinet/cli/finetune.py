@@ -86,8 +86,8 @@ def finetune(
                                            "(backbone + staircase fixed) or taps (only the backbone fixed; the "
                                            "staircase trains too; float16, ~4 MB per image)"),
     mix_pairs: MixPairs = typer.Option(MixPairs.any, "--mix-pairs", help="Mix pairs the ranking loss compares: any, "
-                                       "or within-reference (images of one synth reference, same crop; "
-                                       "--train-head-only)"),
+                                       "or within-reference (groups of 3 images of one synth reference, "
+                                       "one shared crop window)"),
     train_last_stage: bool = typer.Option(False, "--train-last-stage", help="--cache-level taps: the backbone's "
                                           "last stage (tap f4 -> f5) trains too, from the cached f4 (BatchNorm "
                                           "statistics stay the init's); the same as --train-last-stages 1"),
