@@ -106,6 +106,7 @@ def test_frozen_backbone_stages_do_not_move(clive_like, synthetic, tmp_path, mix
     header = read_header(tmp_path / "run" / "best.safetensors").training
     assert header["info"]["frozen_backbone_stages"] == 3 and header["settings"]["train_on_all"] is True
     assert "test" not in header and header["mix_test"]["n"] == 4
+    assert header["epoch_choice"] == "last" and header["chosen_epoch"] == 1    # no validation: the last epoch
     summary = json.loads((tmp_path / "run" / "results.json").read_text())
     assert summary["mode"] == "train-on-all" and summary["n_train"] == 18
 

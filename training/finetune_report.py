@@ -112,7 +112,8 @@ def finish_round(prepared, settings) -> dict:
     run = prepared.run
     split_record = run.info[SPLIT_KEY]
     best_step = run.state.best_step
-    if settings.train_on_all or settings.epoch_choice == "last":   # the last epoch is the model
+    rule = "last" if settings.train_on_all else settings.epoch_choice     # --train-on-all has no validation
+    if rule == "last":
         with run.evaluated_weights():
             run.save(run.best_path, with_optimizer=False)
         epoch, best_step = settings.epochs, run.state.step
@@ -131,8 +132,7 @@ def finish_round(prepared, settings) -> dict:
                                          str(prepared.device), test_ids=split_record["test_ids"],
                                          engine=settings.eval_engine, threads=run.info["threads"])
         test_metrics, problems = evaluation.metrics, evaluation.problems
-    training = {**loaded.header.training, SPLIT_KEY: split_record, "chosen_epoch": epoch,
-                "epoch_choice": settings.epoch_choice}
+    training = {**loaded.header.training, SPLIT_KEY: split_record, "chosen_epoch": epoch, "epoch_choice": rule}
     if test_metrics is not None:
         training[TEST_KEY] = {**test_metrics, "eval_batch_size": settings.eval_batch_size, "engine": engine,
                               "device": str(prepared.device), "skipped_images": problems}

@@ -153,9 +153,10 @@ class ReferenceGroupBatches:
 
     def __init__(self, dataset: IQADataset, train: tuple[int, ...], prep: Preprocessing, per_batch: int,
                  flip: bool, seed: int):
-        references = sorted({dataset.samples[i].group for i in train})
-        members = [[i for i in train if dataset.samples[i].group == name] for name in references]
-        self.members = [m for m in members if len(m) >= 2]
+        by_reference: dict[str, list[int]] = {}
+        for i in train:
+            by_reference.setdefault(dataset.samples[i].group, []).append(i)
+        self.members = [by_reference[name] for name in sorted(by_reference) if len(by_reference[name]) >= 2]
         if not self.members:
             raise ValueError(f"within-reference mix pairs need a reference of {dataset.name} with >= 2 training images")
         self.dataset, self.prep, self.per_batch, self.flip, self.seed = dataset, prep, per_batch, flip, seed
