@@ -17,11 +17,13 @@ def test_choices_are_the_library_names():
     from pinet_training.datasets import DATASET_NAMES
     from pinet_training.engine import select_device
     from pinet_training.finetune_settings import EPOCH_CHOICES, LOSSES
+    from pinet_training.mixed import RANK_TARGETS
     from pinet_training.synth_manifest import SPLITS
 
     assert sorted(_values(choices.DatasetName)) == sorted(DATASET_NAMES)
     assert _values(choices.Loss) == list(LOSSES)
     assert _values(choices.EpochChoice) == list(EPOCH_CHOICES)
+    assert _values(choices.RankTargets) == list(RANK_TARGETS)
     assert _values(choices.SynthSplit) == list(SPLITS)
     assert _values(choices.CalibrationMethod) == list(CALIBRATION_METHODS)
     assert _values(choices.Int8Target) == list(INT8_TARGETS)
@@ -37,6 +39,7 @@ def test_choices_are_the_library_names():
     (["eval", "x.safetensors", "--dataset", "csv", "--root", ".", "--device", "tpu"], "--device"),
     (["export", "x.safetensors", "--int8-target", "fastest"], "--int8-target"),
     (["train", "finetune", "--dataset", "csv", "--root", ".", "--out", "r", "--loss", "huber"], "--loss"),
+    (["train", "finetune", "--dataset", "csv", "--root", ".", "--out", "r", "--rank-targets", "soft"], "--rank-targets"),
     (["train", "finetune", "--dataset", "csv", "--root", ".", "--out", "r", "--eval-engine", "tvm"], "--eval-engine"),
     (["train", "finetune", "--dataset", "csv", "--root", ".", "--out", "r", "--backbone-init", "zeros"],
      "--backbone-init"),

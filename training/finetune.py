@@ -159,7 +159,9 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
                     "n_train": len(split.split.train), "n_val": len(split.split.val), "n_test": len(split.split.test)}
     compared = compared_settings(settings, model.config.variant, dataset, mix, init_info, seed, round_index)
     datasets = [dataset_record(dataset, "primary", f"{settings.loss} on the normalised score"
-                               + (f" + {settings.rank_weight:g} x fidelity ranking" if settings.rank_weight else ""),
+                               + (f" + {settings.rank_weight:g} x fidelity ranking" if settings.rank_weight else "")
+                               + (" (Thurstone targets from the raters' spread)" if settings.rank_targets == "thurstone"
+                                  else ""),
                                normalised_range=[0.0, 1.0], include_anchors=settings.include_anchors)]
     if mix is not None:
         datasets.append(dataset_record(mix, "mix", f"{settings.mix_weight:g} x fidelity ranking within this set only "
@@ -211,7 +213,7 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
 
     run, device, collective = prepared.run, prepared.device, prepared.collective
     logger = MetricsLogger(Path(run.run_dir) / "log.jsonl")
-    weights = LossWeights(settings.loss, settings.rank_weight, settings.mix_weight)
+    weights = LossWeights(settings.loss, settings.rank_weight, settings.mix_weight, settings.rank_targets)
     schedule = lr_schedule(settings)
 
     def step_fn(step: int, batch: dict) -> dict[str, float]:
@@ -231,11 +233,11 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
             if settings.channels_last:
                 crops = crops.contiguous(memory_format=torch.channels_last)
             predictions = run.model(crops)
-        targets = batch["targets"].to(device)
+        targets, spreads = batch["targets"].to(device), batch["spread"].to(device)
         source = batch.get("source", torch.zeros(len(targets), dtype=torch.int64)).to(device)
         groups = batch["group"].to(device) if "group" in batch else None
         if not collective.enabled:
-            loss, parts = mixed_loss(predictions, targets, source, weights, groups)
+            loss, parts = mixed_loss(predictions, targets, source, weights, groups, spreads)
             if loss is None:
                 return {"images": len(targets), **parts}
             run.optimizer.zero_grad(set_to_none=True)
@@ -244,8 +246,8 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
             return {"loss": float(loss.detach()), "images": len(targets), **parts}
         # The ranking losses pair items of different shards: every process computes the loss of the
         # whole gathered batch (an empty shard, its images unreadable, still joins with no rows).
-        rows = collective.gather_rows(predictions, targets, source, *([] if groups is None else [groups]))
-        loss, parts = mixed_loss(*rows[:3], weights, rows[3] if groups is not None else None)
+        rows = collective.gather_rows(predictions, targets, source, spreads, *([] if groups is None else [groups]))
+        loss, parts = mixed_loss(*rows[:3], weights, rows[4] if groups is not None else None, rows[3])
         if loss is None:
             return {"images": total, **parts}
         run.optimizer.zero_grad(set_to_none=True)

@@ -111,6 +111,7 @@ class FinetuneBatches:
             raise ValueError("the training split is empty")
         self.paths = [dataset.samples[i].path for i in train]
         self.targets = np.array([dataset.samples[i].score for i in train], dtype=np.float32)
+        self.spreads = spreads_of(dataset, train)
         self.prep = prep
         self.batch_size = batch_size
         self.crops_per_image = crops_per_image
@@ -133,7 +134,7 @@ class FinetuneBatches:
     def __call__(self, step: int) -> dict:
         rng = step_rng(self.seed, step, STREAM_AUGMENT)
         size = self.prep.crop_size
-        crops, targets, skipped = [], [], []
+        crops, targets, spreads, skipped = [], [], [], []
         decoded: dict[int, np.ndarray] = {}        # an image drawn twice in one batch is decoded once
         entries = self.images_of_step(step)
         keep = shard_range(len(entries), *self.shard)
@@ -152,7 +153,8 @@ class FinetuneBatches:
                 continue
             crops.append(cut_window(decoded[index], size, top_draw, left_draw, self.flip and flip_draw < 0.5))
             targets.append(self.targets[index])
-        return crop_batch(crops, targets, skipped, self.prep)
+            spreads.append(self.spreads[index])
+        return crop_batch(crops, targets, skipped, self.prep, spreads)
 
 
 def croppable_pixels(path: Path, prep: Preprocessing) -> np.ndarray:
@@ -173,12 +175,22 @@ def cut_window(pixels: np.ndarray, size: int, top_draw: float, left_draw: float,
     return window[:, ::-1] if mirrored else window
 
 
-def crop_batch(crops: list[np.ndarray], targets: list[float], skipped: list[str], prep: Preprocessing) -> dict:
-    """Normalised crops (N x 3 x S x S float32 tensor), their targets and the skipped files' messages."""
+def spreads_of(dataset: IQADataset, indices) -> np.ndarray:
+    """The raters' standard deviations (0-1 scale) of ``indices``; 0 where the set publishes none."""
+    return np.array([dataset.samples[i].score_spread or 0.0 for i in indices], dtype=np.float32)
+
+
+def crop_batch(crops: list[np.ndarray], targets: list[float], skipped: list[str], prep: Preprocessing,
+               spreads: list[float] | None = None) -> dict:
+    """Normalised crops (N x 3 x S x S float32 tensor), their targets, the raters' standard deviations
+    (``spread``, 0 when unknown) and the skipped files' messages."""
     import torch
 
     size = prep.crop_size
     if not crops:
-        return {"crops": torch.zeros((0, 3, size, size)), "targets": torch.zeros(0), "skipped": skipped}
+        return {"crops": torch.zeros((0, 3, size, size)), "targets": torch.zeros(0), "spread": torch.zeros(0),
+                "skipped": skipped}
+    spreads = [0.0] * len(targets) if spreads is None else spreads
     return {"crops": torch.from_numpy(normalize(np.stack(crops), prep)),
-            "targets": torch.tensor(np.array(targets, dtype=np.float32)), "skipped": skipped}
+            "targets": torch.tensor(np.array(targets, dtype=np.float32)),
+            "spread": torch.tensor(np.array(spreads, dtype=np.float32)), "skipped": skipped}

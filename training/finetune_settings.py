@@ -11,6 +11,7 @@ from pinet_training.checkpoint_evaluation import DEFAULT_EVAL_BATCH, sample_id
 from pinet_training.finetune_report import FinetuneError
 from pinet_training.head_cache import LEVELS, TRAINABLE_STAGES
 from pinet_training.lr_schedule import LrSchedule
+from pinet_training.mixed import RANK_TARGETS
 
 LOSSES = ("l1", "mse")
 EPOCH_CHOICES = ("validation", "last")    # --epoch-choice: which epoch of a split round is the model
@@ -58,6 +59,7 @@ class FinetuneSettings:
     mix_per_batch: int = 0                 # crops of the mix set in every batch of batch_size
     mix_weight: float = 1.0                # weight of the mix set's fidelity ranking loss
     rank_weight: float = 0.0               # fidelity ranking within the primary set, added to L1/MSE
+    rank_targets: str = "hard"             # that ranking's targets: hard order, or thurstone (raters' spread)
     mix_eval_max_images: int = 300         # held-out mix images scored on best.safetensors (fixed subset)
     freeze_backbone_stages: int = 0        # keep the backbone's first K stages (stem = 1) fixed
     train_on_all: bool = False             # no val/test split: every image trains, the last epoch ships
@@ -88,10 +90,25 @@ def dataset_fingerprint(dataset: IQADataset) -> str:
 
 def load_data(settings: FinetuneSettings) -> IQADataset:
     try:
-        return load_dataset(settings.dataset, settings.root, csv_scale=settings.csv_scale,
-                            include_anchors=settings.include_anchors)
+        dataset = load_dataset(settings.dataset, settings.root, csv_scale=settings.csv_scale,
+                               include_anchors=settings.include_anchors)
     except (DatasetError, ValueError) as err:
         raise FinetuneError(str(err)) from None
+    if settings.rank_targets == "thurstone":
+        lacking = [sample.path for sample in dataset.samples if not (sample.score_spread or 0.0) > 0]
+        if lacking:
+            raise FinetuneError(f"--rank-targets thurstone needs the raters' standard deviation (> 0) of every "
+                                f"image of {dataset.name} ({dataset.root}): {len(lacking)} of {len(dataset)} have "
+                                f"none (first: {lacking[0]}); the generic CSV layout reads it from a score_std column")
+    return dataset
+
+
+def spread_fingerprint(dataset: IQADataset) -> str:
+    """sha256 of every sample's raters' standard deviation (part of a Thurstone run's resume check)."""
+    digest = hashlib.sha256()
+    for sample in dataset.samples:
+        digest.update(f"{sample.score_spread!r}\n".encode())
+    return digest.hexdigest()
 
 
 def load_mix(settings: FinetuneSettings) -> IQADataset | None:
@@ -133,6 +150,8 @@ def compared_settings(settings: FinetuneSettings, variant: str, dataset: IQAData
         compared["mix_pairs"] = settings.mix_pairs
     if settings.epoch_choice != "validation":
         compared["epoch_choice"] = settings.epoch_choice
+    if settings.rank_targets != "hard":
+        compared.update(rank_targets=settings.rank_targets, data_spread_sha256=spread_fingerprint(dataset))
     if settings.train_head_only:
         compared["cache_level"] = settings.cache_level
     return compared
@@ -196,6 +215,11 @@ def check_settings(settings: FinetuneSettings) -> None:
                             f"({settings.epochs}): nothing would be averaged")
     if settings.epoch_choice not in EPOCH_CHOICES:
         raise FinetuneError(f"--epoch-choice must be one of {', '.join(EPOCH_CHOICES)}, got {settings.epoch_choice!r}")
+    if settings.rank_targets not in RANK_TARGETS:
+        raise FinetuneError(f"--rank-targets must be one of {', '.join(RANK_TARGETS)}, got {settings.rank_targets!r}")
+    if settings.rank_targets != "hard" and not settings.rank_weight:
+        raise FinetuneError(f"--rank-targets {settings.rank_targets} sets the targets of the primary set's ranking "
+                            "loss, which is off: add --rank-weight W (W > 0)")
     if settings.mix_val_refs < 0:
         raise FinetuneError(f"--mix-val-refs must be >= 0 (0: the epoch is chosen on the primary set alone), "
                             f"got {settings.mix_val_refs}")

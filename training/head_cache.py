@@ -219,19 +219,20 @@ class CachedBatches:
     """``make_batch(step)``: cached crops of (image, view, crop) draws; a pure function of (seed, step).
 
     ``parts``/``rows``: the cached arrays and the rows of the primary training images, with their
-    ``targets``; ``mix_parts``/``mix_rows`` (optional): the same for the mix set, ``mix_per_batch``
-    draws per step."""
+    ``targets`` (and ``spreads``, the raters' standard deviations, 0 when unknown); ``mix_parts``/
+    ``mix_rows`` (optional): the same for the mix set, ``mix_per_batch`` draws per step."""
 
     STREAM_ORDER, STREAM_CROP = 21, 22
 
     def __init__(self, parts: tuple[np.ndarray, ...], rows: Sequence[int], targets: np.ndarray, batch_size: int,
                  seed: int, images_per_epoch: int | None, mix_parts: tuple[np.ndarray, ...] | None = None,
                  mix_rows: Sequence[int] = (), mix_targets: np.ndarray | None = None, mix_per_batch: int = 0,
-                 mix_groups: Sequence[str] | None = None):
+                 mix_groups: Sequence[str] | None = None, spreads: np.ndarray | None = None):
         if len(rows) == 0:
             raise ValueError("the training split is empty")
         self.parts, self.rows = parts, np.asarray(rows, dtype=np.int64)
         self.targets = np.asarray(targets, dtype=np.float32)
+        self.spreads = np.zeros_like(self.targets) if spreads is None else np.asarray(spreads, dtype=np.float32)
         self.mix_parts, self.mix_rows = mix_parts, np.asarray(mix_rows, dtype=np.int64)
         self.mix_targets = None if mix_targets is None else np.asarray(mix_targets, dtype=np.float32)
         self.mix_per_batch = mix_per_batch if mix_parts is not None else 0
@@ -271,7 +272,7 @@ class CachedBatches:
 
         images, views, crops = self._draw(step)
         parts = self._take(self.parts, self.rows[images], views, crops)
-        targets = [self.targets[images]]
+        targets, spreads = [self.targets[images]], [self.spreads[images]]
         source = [np.zeros(len(images), np.int64)]
         groups = [np.full(len(images), -1, np.int64)]
         if self.mix_per_batch:
@@ -279,12 +280,14 @@ class CachedBatches:
             mixed = self._take(self.mix_parts, self.mix_rows[picks], mix_views, mix_crops)
             parts = [np.concatenate([a, b]) for a, b in zip(parts, mixed)]
             targets.append(self.mix_targets[picks])
+            spreads.append(np.zeros(self.mix_per_batch, np.float32))
             source.append(np.ones(self.mix_per_batch, np.int64))
             groups.append(mix_groups)
         keep = shard_range(len(parts[0]), *self.shard)
         part = slice(keep.start, keep.stop)
         batch = {"features": tuple(torch.from_numpy(np.ascontiguousarray(p[part])) for p in parts),
                  "targets": torch.from_numpy(np.concatenate(targets)[part]),
+                 "spread": torch.from_numpy(np.concatenate(spreads)[part]),
                  "source": torch.from_numpy(np.concatenate(source)[part]), "skipped": []}
         if self.mix_members is not None:
             batch["group"] = torch.from_numpy(np.concatenate(groups)[part])

@@ -11,6 +11,7 @@ import numpy as np
 
 from pinet_training.datasets import IQADataset
 from pinet_training.checkpoint_evaluation import finite_quality_metrics
+from pinet_training.finetune_data import spreads_of
 from pinet_training.head_cache import CacheLayout, CachedBatches, cached_parts, fixed_subset, head_scores
 
 STREAM_MIX_TRAIN = 23            # step_rng stream of the --mix-train-images subset
@@ -58,13 +59,15 @@ class HeadCache:
 
     def batches(self, dataset: IQADataset, train, mix: IQADataset | None, batch_size: int, seed: int,
                 images_per_epoch: int | None, mix_per_batch: int, mix_pairs: str = "any") -> CachedBatches:
-        targets = np.array([dataset.samples[i].score for i in train])
+        targets, spreads = np.array([dataset.samples[i].score for i in train]), spreads_of(dataset, train)
         if mix is None:
-            return CachedBatches(self.primary, list(train), targets, batch_size, seed, images_per_epoch)
+            return CachedBatches(self.primary, list(train), targets, batch_size, seed, images_per_epoch,
+                                 spreads=spreads)
         mix_targets = np.array([mix.samples[i].score for i in self.mix_train])
         groups = [mix.samples[i].group for i in self.mix_train] if mix_pairs == "within-reference" else None
         return CachedBatches(self.primary, list(train), targets, batch_size, seed, images_per_epoch,
-                             self.mix_train_parts, range(len(self.mix_train)), mix_targets, mix_per_batch, groups)
+                             self.mix_train_parts, range(len(self.mix_train)), mix_targets, mix_per_batch, groups,
+                             spreads)
 
     def metrics(self, model, dataset: IQADataset, indices) -> dict:
         """SRCC/KRCC/PLCC/RMSE of the images ``indices`` (contract crops, from the cache)."""

@@ -14,6 +14,12 @@ can be added (``rank_weight``).
 Fidelity loss of a pair (i, j): p = 1 if target_i > target_j else 0 (pairs with equal targets,
 or closer than ``margin``, are skipped); p_hat = sigmoid((pred_i - pred_j) / RANK_TEMPERATURE);
 loss = 1 - sqrt(p * p_hat) - sqrt((1 - p) * (1 - p_hat)).
+
+``rank_targets="thurstone"`` (the primary set's ranking only; it needs the raters' standard deviation
+s of every image): Thurstone's case V, as in the paper above. p = Phi((t_i - t_j) / sqrt(s_i^2 + s_j^2)),
+the share of raters expected to prefer i, and p_hat = Phi((pred_i - pred_j) / sqrt(s_i^2 + s_j^2)):
+every pair is kept (a tie is p = 0.5), the loss is smallest where the predicted gap equals the MOS
+gap (as the L1 term wants) and a pair people disagree on pulls less than a clear one.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pinet_training.datasets import IQADataset
 from pinet_training.finetune_data import FinetuneBatches, croppable_pixels, crop_batch, cut_window
 from pinet_training.seeding import shard_range, step_rng
 
+RANK_TARGETS = ("hard", "thurstone")     # --rank-targets: what the primary set's ranking loss aims at
 RANK_TEMPERATURE = 0.1          # score units (0-1): a 0.2 gap in predictions gives p_hat 0.88
 MIX_RANK_MARGIN = 0.05          # synthetic pseudo-MOS near-ties are not trustworthy (stage 1's margin)
 MIX_SEED_OFFSET = 1_000_003     # the mix set's batches use their own random streams
@@ -60,25 +67,38 @@ def dataset_record(dataset: IQADataset, role: str, loss: str, **extra) -> dict:
             "normalised_as": score_meaning_name(dataset), "loss": loss, **extra}
 
 
-def fidelity_ranking_loss(predictions, targets, margin: float = 0.0, groups=None):
+def fidelity_ranking_loss(predictions, targets, margin: float = 0.0, groups=None, spreads=None):
     """Mean fidelity loss over all ordered pairs i < j of one dataset's items with |dt| > margin
-    (and, given ``groups``, the same group); None when no pair qualifies."""
+    (and, given ``groups``, the same group); None when no pair qualifies. ``spreads`` (the raters'
+    standard deviations, all > 0): Thurstone targets over every pair instead (module docstring)."""
     import torch
 
     if len(targets) < 2:
         return None
     first, second = torch.triu_indices(len(targets), len(targets), offset=1, device=targets.device)
     gap = targets[first] - targets[second]
-    keep = gap.abs() > max(margin, 0.0)
+    keep = torch.ones_like(gap, dtype=torch.bool) if spreads is not None else gap.abs() > max(margin, 0.0)
     if groups is not None:
         keep &= groups[first] == groups[second]
     if not bool(keep.any()):
         return None
-    p = (gap[keep] > 0).to(predictions.dtype)
-    p_hat = torch.sigmoid((predictions[first][keep] - predictions[second][keep]) / RANK_TEMPERATURE)
+    predicted_gap = predictions[first][keep] - predictions[second][keep]
+    if spreads is None:
+        p = (gap[keep] > 0).to(predictions.dtype)
+        p_hat = torch.sigmoid(predicted_gap / RANK_TEMPERATURE)
+    else:
+        pair_spread = torch.sqrt(spreads[first][keep] ** 2 + spreads[second][keep] ** 2)
+        p, p_hat = normal_cdf(gap[keep] / pair_spread), normal_cdf(predicted_gap / pair_spread)
     eps = 1e-8
     loss = 1 - torch.sqrt(p * p_hat + eps) - torch.sqrt((1 - p) * (1 - p_hat) + eps)
     return loss.mean()
+
+
+def normal_cdf(x):
+    """Phi(x), the standard normal distribution function (a torch tensor in, one out)."""
+    import torch
+
+    return 0.5 * (1.0 + torch.erf(x / np.sqrt(2.0)))
 
 
 @dataclass(frozen=True)
@@ -86,11 +106,14 @@ class LossWeights:
     regression: str = "l1"        # l1 or mse on the primary set's normalised score
     rank_weight: float = 0.0      # fidelity ranking within the primary set
     mix_weight: float = 1.0       # fidelity ranking within the mix set
+    rank_targets: str = "hard"    # the primary ranking's targets: one of RANK_TARGETS
 
 
-def mixed_loss(predictions, targets, source, weights: LossWeights, groups=None) -> tuple[object, dict[str, float]]:
+def mixed_loss(predictions, targets, source, weights: LossWeights, groups=None,
+               spreads=None) -> tuple[object, dict[str, float]]:
     """(total loss, parts for the log). ``source`` is 0 for primary items and 1 for mix items; ``groups``
-    (optional, per item) limits the mix ranking to pairs of one group (e.g. one synth reference)."""
+    (optional, per item) limits the mix ranking to pairs of one group (e.g. one synth reference);
+    ``spreads`` (per item; needed by ``rank_targets="thurstone"``): the raters' standard deviations."""
     import torch.nn.functional as F
 
     primary, mix = source == 0, source == 1
@@ -100,7 +123,11 @@ def mixed_loss(predictions, targets, source, weights: LossWeights, groups=None) 
         total = regress(predictions[primary], targets[primary])
         parts["loss_primary"] = float(total.detach())
         if weights.rank_weight > 0:
-            rank = fidelity_ranking_loss(predictions[primary], targets[primary])
+            thurstone = weights.rank_targets == "thurstone"
+            if thurstone and spreads is None:
+                raise ValueError("Thurstone ranking targets need the raters' standard deviations (spreads)")
+            rank = fidelity_ranking_loss(predictions[primary], targets[primary],
+                                         spreads=spreads[primary] if thurstone else None)
             if rank is not None:
                 total = total + weights.rank_weight * rank
                 parts["loss_rank_primary"] = float(rank.detach())
@@ -139,6 +166,7 @@ class MixedBatches:
         source = np.concatenate([np.zeros(len(first["targets"]), np.int64), np.ones(len(second["targets"]), np.int64)])
         batch = {"crops": torch.cat(crops) if crops else first["crops"],
                  "targets": torch.cat([first["targets"], second["targets"]]),
+                 "spread": torch.cat([first["spread"], second["spread"]]),
                  "source": torch.from_numpy(source), "skipped": first["skipped"] + second["skipped"]}
         if "group" in second:          # within-reference pairs: the primary crops belong to no group
             batch["group"] = torch.cat([torch.full((len(first["targets"]),), -1, dtype=torch.int64), second["group"]])

@@ -25,6 +25,7 @@ MixPairs = _choices("MixPairs", "any", "within-reference")               # pinet
 CacheLevel = _choices("CacheLevel", "features", "taps")                  # pinet_training.head_cache.LEVELS
 Loss = _choices("Loss", "l1", "mse")                                    # pinet_training.finetune_settings.LOSSES
 EpochChoice = _choices("EpochChoice", "validation", "last")             # pinet_training.finetune_settings.EPOCH_CHOICES
+RankTargets = _choices("RankTargets", "hard", "thurstone")              # pinet_training.mixed.RANK_TARGETS
 BackboneInit = _choices("BackboneInit", "auto", "imagenet", "random")
 CalibrationMethod = _choices("CalibrationMethod", "minmax", "entropy", "percentile")  # pinet_export.config
 Int8Target = _choices("Int8Target", "portable", "this-cpu")             # pinet_export.config.INT8_TARGETS

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from pinet.cli.choices import BackboneInit, CacheLevel, DatasetName, Device, EpochChoice, EvalEngine, Loss, \
-    MixPairs
+    MixPairs, RankTargets
 from pinet.cli.nproc import NPROC_OPTION, run_in_processes
 from pinet.cli.common import (
     CHECKPOINT_EVERY_OPTION, EXIT_USAGE, PROGRESS_OPTION, THREADS_OPTION, WORKERS_OPTION, device_option,
@@ -68,6 +68,10 @@ def finetune(
     mix_weight: float = typer.Option(1.0, "--mix-weight", help="Weight of the mix set's fidelity ranking loss"),
     rank_weight: float = typer.Option(0.0, "--rank-weight", help="Weight of a fidelity ranking loss within the "
                                       "primary set, added to the L1/MSE loss"),
+    rank_targets: RankTargets = typer.Option(RankTargets.hard, "--rank-targets", help="That ranking's targets: "
+                                             "hard (the higher MOS wins) or thurstone (the share of raters "
+                                             "expected to prefer it, from each image's score_std; Zhang et al. "
+                                             "2021)"),
     mix_eval_max_images: int = typer.Option(300, "--mix-eval-max-images", min=1, help="Held-out mix images "
                                             "(fixed seeded subset) scored on each round's best checkpoint"),
     freeze_backbone_stages: int = typer.Option(0, "--freeze-backbone-stages", min=0, help="Keep the backbone's "
@@ -166,7 +170,7 @@ def finetune(
         rounds=rounds, device=device.value, workers=workers, threads=threads, checkpoint_every=checkpoint_every,
         eval_batch_size=eval_batch_size, resume=resume, show_progress=progress, include_anchors=include_anchors,
         mix_dataset=mix_dataset.value if mix_dataset is not None else None, mix_root=mix_root, mix_per_batch=mix_per_batch, mix_weight=mix_weight,
-        rank_weight=rank_weight, mix_eval_max_images=mix_eval_max_images,
+        rank_weight=rank_weight, rank_targets=rank_targets.value, mix_eval_max_images=mix_eval_max_images,
         freeze_backbone_stages=freeze_backbone_stages, train_on_all=train_on_all, eval_engine=eval_engine.value,
         channels_last=channels_last, train_head_only=train_head_only, feature_cache=feature_cache,
         cache_level=cache_level.value, fresh_head=fresh_head,

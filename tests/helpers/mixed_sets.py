@@ -26,7 +26,7 @@ def write_clive_like(root: Path, photos: list[Path]) -> Path:
         for level in range(3):
             name = f"images/{index}_{level}.jpg"
             small(photo, 1.5 * level).save(root / name, quality=90)
-            rows.append([name, f"{85 - 25 * level + index:.1f}", "12.0", "train"])
+            rows.append([name, f"{85 - 25 * level + index:.1f}", f"{10 + 2 * index + level:.1f}", "train"])
     small(photos[6], 0).save(root / "images" / "training_t1.jpg")
     rows.append(["images/training_t1.jpg", "99.0", "10.0", "anchor"])
     with open(root / "scores.csv", "w", newline="") as handle:

@@ -49,6 +49,10 @@ class ScoreScale:
         fraction = (raw - self.low) / (self.high - self.low)
         return fraction if self.higher_is_better else 1.0 - fraction
 
+    def normalise_spread(self, raw_spread: float) -> float:
+        """A standard deviation on the native scale, on the 0..1 scale (direction does not matter)."""
+        return raw_spread / (self.high - self.low)
+
     @property
     def direction(self) -> str:
         return "higher_is_better" if self.higher_is_better else "lower_is_better"
@@ -56,12 +60,15 @@ class ScoreScale:
 
 @dataclass(frozen=True)
 class IQASample:
-    """One rated image. ``score`` is normalised (0..1, higher is better); ``raw_score`` is as published."""
+    """One rated image. ``score`` is normalised (0..1, higher is better); ``raw_score`` is as published.
+    ``score_spread``: the raters' standard deviation on the normalised scale, where the set publishes it
+    (None otherwise); ``--rank-targets thurstone`` turns it into how often a rater prefers one image."""
 
     path: Path
     score: float
     raw_score: float
     group: str
+    score_spread: float | None = None
 
 
 @dataclass(frozen=True)
@@ -98,8 +105,10 @@ class IQADataset:
 
 
 def make_dataset(name: str, root: Path, rows: Sequence[tuple[Path, float, str]], scale: ScoreScale,
-                 content: ContentKind, label_file: Path, resize_short_side: int | None = None) -> IQADataset:
-    """Build the dataset from (path, raw score, group) rows after checking every image exists.
+                 content: ContentKind, label_file: Path, resize_short_side: int | None = None,
+                 raw_spreads: Sequence[float] | None = None) -> IQADataset:
+    """Build the dataset from (path, raw score, group) rows after checking every image exists;
+    ``raw_spreads`` (optional, one per row): the raters' standard deviations on the native scale.
 
     A partly extracted dataset would otherwise bias every split silently, so missing images
     are an error that says how many and which.
@@ -110,8 +119,11 @@ def make_dataset(name: str, root: Path, rows: Sequence[tuple[Path, float, str]],
     if missing:
         shown = ", ".join(str(p) for p in missing[:3])
         raise DatasetError(label_file, f"{len(missing)} of {len(rows)} images it lists are missing (first: {shown})")
-    samples = tuple(IQASample(path=path, score=scale.normalise(raw), raw_score=raw, group=group)
-                    for path, raw, group in rows)
+    if raw_spreads is not None and len(raw_spreads) != len(rows):
+        raise ValueError(f"{len(raw_spreads)} score spreads for {len(rows)} rows")
+    spreads = [None] * len(rows) if raw_spreads is None else [scale.normalise_spread(s) for s in raw_spreads]
+    samples = tuple(IQASample(path=path, score=scale.normalise(raw), raw_score=raw, group=group, score_spread=spread)
+                    for (path, raw, group), spread in zip(rows, spreads))
     return IQADataset(name=name, root=root, samples=samples, scale=scale, content=content,
                       resize_short_side=resize_short_side)
 
@@ -161,4 +173,15 @@ def parse_float(text: object, where: Path, line: int | str) -> float:
         raise DatasetError(where, f"line {line}: score {text!r} is not a number") from None
     if value != value:  # NaN
         raise DatasetError(where, f"line {line}: score is NaN")
+    return value
+
+
+def parse_spread(text: object, where: Path, line: int | str) -> float:
+    """A raters' standard deviation: a finite number >= 0, or an error naming the file and the line."""
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DatasetError(where, f"line {line}: score_std {text!r} is not a number") from None
+    if not 0.0 <= value < float("inf"):
+        raise DatasetError(where, f"line {line}: score_std {value!r} must be a finite number >= 0")
     return value

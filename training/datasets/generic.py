@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pinet_training.datasets.common import (
-    DatasetError, IQADataset, ScoreScale, make_dataset, parse_float, require_file, require_root,
+    DatasetError, IQADataset, ScoreScale, make_dataset, parse_float, parse_spread, require_file, require_root,
 )
 from pinet_training.datasets.tables import read_csv_table
 from pinet_training.synth_manifest import MANIFEST_NAME, ManifestError, read_manifest_rows
@@ -45,7 +45,8 @@ def load_generic_csv(root: Path | str, scale: CsvScale | ScoreScale, include_anc
 
     ``role`` (optional): ``train`` rows are the data; ``anchor`` rows (e.g. the images raters
     practised on before a study) are left out unless ``include_anchors``; any other role is an error.
-    Extra columns (``score_std``...) are ignored."""
+    ``score_std`` (optional): the raters' standard deviation on the score's scale; when the column is
+    there every kept row needs a value (it feeds ``--rank-targets thurstone``). Other columns are ignored."""
     root = Path(root).expanduser()
     if root.is_file():
         labels = root
@@ -53,7 +54,8 @@ def load_generic_csv(root: Path | str, scale: CsvScale | ScoreScale, include_anc
         labels = require_file(require_root(root, "generic CSV"), [GENERIC_CSV_NAME], "generic score file")
     table = read_csv_table(labels, ["path", "score"])
     has_reference = bool(table) and all(row.get("reference") for row in table)
-    rows = []
+    has_spread = bool(table) and "score_std" in table[0]
+    rows, spreads = [], []
     for line, row in enumerate(table, start=2):
         role = row.get("role", "train") or "train"
         if role not in CSV_ROLES:
@@ -66,9 +68,12 @@ def load_generic_csv(root: Path | str, scale: CsvScale | ScoreScale, include_anc
         path = path if path.is_absolute() else labels.parent / path
         group = row["reference"] if has_reference else row["path"]
         rows.append((path, parse_float(row["score"], labels, line), group))
+        if has_spread:
+            spreads.append(parse_spread(row["score_std"], labels, line))
     content = "synthetic" if has_reference else "authentic"
     native = scale.to_scale() if isinstance(scale, CsvScale) else scale
-    return make_dataset(name or csv_name(labels), labels.parent, rows, native, content, labels)
+    return make_dataset(name or csv_name(labels), labels.parent, rows, native, content, labels,
+                        raw_spreads=spreads if has_spread else None)
 
 
 def load_synth_set(root: Path | str) -> IQADataset:
