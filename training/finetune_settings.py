@@ -68,6 +68,7 @@ class FinetuneSettings:
     train_head_only: bool = False          # backbone + staircase fixed; head trained on cached representations
     feature_cache: Path | None = None      # where --train-head-only keeps them (default OUT/feature_cache)
     cache_level: str = "features"          # --train-head-only: cache R (staircase fixed) or the taps (it trains)
+    cache_random_views: int = 0            # --train-head-only: views of random windows per primary image
     mix_pairs: str = "any"                 # any | within-reference: which mix pairs the ranking loss compares
     train_last_stages: int = 0             # --cache-level taps: the last N backbone stages train (N = 3: f2 -> f5)
     fresh_head: bool = False               # only the backbone from --init; staircase, branches, regressor random
@@ -143,7 +144,7 @@ def compared_settings(settings: FinetuneSettings, variant: str, dataset: IQAData
         compared["eval_engine"] = settings.eval_engine
     for key in ("freeze_backbone_stages", "include_anchors", "train_on_all", "channels_last", "train_head_only",
                 "mix_train_images", "fresh_head", "train_last_stages", "ema_decay", "swa_start_epoch",
-                "lr_cosine_epochs", "backbone_warmup_epochs", "mix_val_refs"):
+                "lr_cosine_epochs", "backbone_warmup_epochs", "mix_val_refs", "cache_random_views"):
         if getattr(settings, key):
             compared[key] = getattr(settings, key)
     if settings.mix_pairs != "any":
@@ -244,6 +245,11 @@ def check_settings(settings: FinetuneSettings) -> None:
     if settings.train_last_stages and not (settings.train_head_only and settings.cache_level == "taps"):
         raise FinetuneError("--train-last-stage(s) needs --train-head-only --cache-level taps (the stages' taps are "
                             "recomputed from the cached tap before them)")
+    if settings.cache_random_views < 0:
+        raise FinetuneError(f"--cache-random-views must be >= 0, got {settings.cache_random_views}")
+    if settings.cache_random_views and not settings.train_head_only:
+        raise FinetuneError("--cache-random-views adds cached views: it needs --train-head-only (the random-crop "
+                            "path draws a fresh window at every step already)")
     if settings.mix_train_images is not None and not settings.train_head_only:
         raise FinetuneError("--mix-train-images only applies with --train-head-only")
     if settings.mix_pairs not in MIX_PAIRS:

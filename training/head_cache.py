@@ -13,7 +13,10 @@ Two cache levels (``--cache-level``):
 Because the frozen part is a fixed function of the crop, it runs ONCE per image (onnxruntime FP32)
 and training steps then cost only the trained part, so a 2-core CPU can afford many epochs and
 split rounds. Crops: each image's contract crops (``preprocess``: resize, then the fixed centre +
-corner windows) and, with ``--flip`` (the default), their mirror images as a second view. Training
+corner windows) and, with ``--flip`` (the default), their mirror images as a second view, and with
+``--cache-random-views K`` (the primary set only) K more views of as many crops at seeded random
+windows of the same resized image, each crop mirrored at random: more distinct crops to train on
+than the contract's fixed windows, for the price of K more cached views. Training
 draws (image, view, crop); an image's score is the mean over its contract crops (view 0), i.e.
 exactly what the full model computes with the contract. The cache key hashes the frozen tensors,
 the level, the views, the pixel contract and the image list, so a cache is never reused for other
@@ -32,7 +35,8 @@ import numpy as np
 
 from pinet_runtime.errors import PinetError
 from pinet_runtime.files import atomic_path, write_text_atomic
-from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, preprocess
+from pinet_runtime.preprocess import ImageDecodeError, Preprocessing, load_image, make_crops, normalize
+from pinet_training.finetune_data import cut_window
 from pinet_training.mixed import MIX_GROUP
 from pinet_training.seeding import shard_range, step_rng
 
@@ -43,6 +47,7 @@ LEVELS = ("features", "taps")
 class CacheError(PinetError):
     """An image of the cache could not be read, or a cache file is unusable (the message names it)."""
 
+STREAM_RANDOM_VIEW = 23          # step_rng stream of the random views' windows
 TRAINABLE_STAGES = (0, 1, 2, 3)   # backbone stages --train-head-only --cache-level taps can train
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class CacheLayout:
     # taps only: the backbone's last N stages train, recomputing taps f5 (N = 1), f4 and f5 (N = 2)
     # or f3 to f5 (N = 3) from the cached tap before them
     train_last_stages: int = 0
+    # views after the contract's (and its mirror's): crops at seeded random windows (training only)
+    random_views: int = 0
 
     def __post_init__(self):
         if self.level not in LEVELS:
@@ -63,6 +70,8 @@ class CacheLayout:
                              f"got {self.train_last_stages}")
         if self.train_last_stages and self.level != "taps":
             raise ValueError("training the backbone's last stages needs the taps cache level")
+        if self.random_views < 0:
+            raise ValueError(f"the random views must be >= 0, got {self.random_views}")
 
     def recomputed_taps(self, tap_count: int) -> range:
         """The 1-based taps the trained backbone stages recompute (the last ``train_last_stages``)."""
@@ -89,7 +98,7 @@ class CacheLayout:
 
     @property
     def views(self) -> int:
-        return 2 if self.mirrored else 1
+        return (2 if self.mirrored else 1) + self.random_views
 
     def forward(self, model, parts):
         """Scores of cached crops (a tuple of tensors, one per cached array)."""
@@ -127,6 +136,8 @@ def cache_key(frozen_sha256: str, layout: CacheLayout, prep: Preprocessing, path
     digest = hashlib.sha256()
     digest.update(frozen_sha256.encode())
     digest.update(f"{layout.level}/{layout.views}".encode())
+    if layout.random_views:          # else 2 views could be mirrored or random ones (keys of older caches kept)
+        digest.update(f"/random{layout.random_views}".encode())
     pixels = {k: v for k, v in json.loads(prep.to_json()).items() if k not in SCORE_FIELDS}
     digest.update(json.dumps(pixels, sort_keys=True).encode())
     for path in paths:
@@ -161,10 +172,13 @@ def compute_parts(model, paths: Sequence[Path], prep: Preprocessing, layout: Cac
     arrays = None
     for index, path in enumerate(paths):
         try:
-            crops = preprocess(path, prep)
+            image = load_image(path, prep)
+            crops = make_crops(image, prep)
+            views = [crops] if not layout.mirrored else [crops, crops[..., ::-1]]
+            views += [random_view_crops(np.asarray(image, dtype=np.uint8), prep, index, view, crops.shape[0])
+                      for view in range(layout.random_views)]
         except (ImageDecodeError, ValueError) as err:
             raise CacheError(f"{path}: {err}") from None
-        views = [crops] if not layout.mirrored else [crops, crops[..., ::-1]]
         outputs = scorer.run(np.concatenate(views))
         if arrays is None:
             arrays = [np.empty((len(paths), layout.views, crops.shape[0], *o.shape[1:]), layout.dtype)
@@ -174,6 +188,15 @@ def compute_parts(model, paths: Sequence[Path], prep: Preprocessing, layout: Cac
         if say is not None and index % 200 == 0:
             say(f"feature cache: {index + 1}/{len(paths)} images")
     return arrays
+
+
+def random_view_crops(pixels: np.ndarray, prep: Preprocessing, image_index: int, view: int,
+                      count: int) -> np.ndarray:
+    """``count`` normalised crops of the resized image ``pixels`` at random windows, each mirrored at
+    random; a pure function of (image_index, view), so a rebuilt cache holds the same crops."""
+    rng = step_rng(image_index, view, STREAM_RANDOM_VIEW)
+    windows = [cut_window(pixels, prep.crop_size, top, left, mirror < 0.5) for top, left, mirror in rng.random((count, 3))]
+    return normalize(np.stack(windows), prep)
 
 
 def open_cache(descriptor: Path) -> tuple[np.ndarray, ...]:

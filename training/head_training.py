@@ -20,7 +20,8 @@ STREAM_MIX_HELDOUT = 7           # the same draw as finetune_report.mix_heldout_
 
 def cache_layout(settings) -> CacheLayout:
     """The cache layout a run's settings ask for (mirrored view with --flip)."""
-    return CacheLayout(settings.cache_level, mirrored=settings.flip, train_last_stages=settings.train_last_stages)
+    return CacheLayout(settings.cache_level, mirrored=settings.flip, train_last_stages=settings.train_last_stages,
+                       random_views=settings.cache_random_views)
 
 
 def freeze_untrained(model, layout: CacheLayout) -> list:
@@ -103,10 +104,11 @@ def build_head_cache(settings, model, prep, dataset: IQADataset, mix: IQADataset
             return cached_parts(cache_dir, model, [mix.samples[i].path for i in indices], prep, view_layout,
                                 threads, say)
 
-        # Held-out and validation images are only scored (contract crops): no mirrored view.
-        scored_only = replace(layout, mirrored=False)
+        # Held-out and validation images are only scored (contract crops): no mirrored view. The mix
+        # training images have no random views: a within-reference group shares its view's windows.
+        scored_only = replace(layout, mirrored=False, random_views=0)
         cache.mix_heldout_parts, held = parts_of(cache.mix_heldout, scored_only)
-        cache.mix_train_parts, trained = parts_of(cache.mix_train, layout)
+        cache.mix_train_parts, trained = parts_of(cache.mix_train, replace(layout, random_views=0))
         cache.files += (str(held), str(trained))
         if settings.mix_val_refs:
             # All of the validation references' images (a few hundred).

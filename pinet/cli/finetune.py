@@ -89,6 +89,10 @@ def finetune(
     cache_level: CacheLevel = typer.Option(CacheLevel.features, "--cache-level", help="--train-head-only: features "
                                            "(backbone + staircase fixed) or taps (only the backbone fixed; the "
                                            "staircase trains too; float16, ~4 MB per image)"),
+    cache_random_views: int = typer.Option(0, "--cache-random-views", min=0, help="--train-head-only: K more "
+                                           "cached views of every primary image, each as many crops as the "
+                                           "contract at seeded random windows (mirrored at random), drawn in "
+                                           "training only; costs K/2 more cache time and space with --flip"),
     mix_pairs: MixPairs = typer.Option(MixPairs.any, "--mix-pairs", help="Mix pairs the ranking loss compares: any, "
                                        "or within-reference (groups of 3 images of one synth reference, "
                                        "one shared crop window)"),
@@ -173,7 +177,7 @@ def finetune(
         rank_weight=rank_weight, rank_targets=rank_targets.value, mix_eval_max_images=mix_eval_max_images,
         freeze_backbone_stages=freeze_backbone_stages, train_on_all=train_on_all, eval_engine=eval_engine.value,
         channels_last=channels_last, train_head_only=train_head_only, feature_cache=feature_cache,
-        cache_level=cache_level.value, fresh_head=fresh_head,
+        cache_level=cache_level.value, cache_random_views=cache_random_views, fresh_head=fresh_head,
         train_last_stages=max(train_last_stages, int(train_last_stage)),
         mix_pairs=mix_pairs.value,
         mix_train_images=mix_train_images, ema_decay=ema_decay, swa_start_epoch=swa_start_epoch,
