@@ -132,6 +132,7 @@ def test_epoch_choice_last_ships_the_last_epochs_averaged_weights(replica, tmp_p
     (the weights validation saw last), scored once on the test split, and the report says the rule."""
     import pinet_training.finetune as finetune
     import pinet_training.finetune_report as finetune_report
+    from pinet_training.engine import TrainingRun
     from pinet_training.weight_average import TENSOR_PREFIX
 
     planted = iter([0.10, 0.70, 0.30, 0.50])
@@ -144,6 +145,10 @@ def test_epoch_choice_last_ships_the_last_epochs_averaged_weights(replica, tmp_p
 
     monkeypatch.setattr(finetune, "validation_metrics", lambda *args: {"val_srcc": next(planted)})
     monkeypatch.setattr(finetune_report, "evaluate_checkpoint", counting_evaluate)
+    saved = []
+    real_save = TrainingRun.save
+    monkeypatch.setattr(TrainingRun, "save", lambda self, path, **kw: (saved.append(Path(path).name),
+                                                                       real_save(self, path, **kw))[1])
     run = tmp_path / "run"
     results, results_json = finetune.run_finetune(_settings(replica, run, epochs=4, ema_decay=0.5,
                                                             epoch_choice="last"), lambda _: None)
@@ -152,6 +157,7 @@ def test_epoch_choice_last_ships_the_last_epochs_averaged_weights(replica, tmp_p
     steps_per_epoch = best["info"]["steps_per_epoch"]
     assert results[0]["best_step"] == 4 * steps_per_epoch and best["epoch_choice"] == "last"
     assert best["test"]["srcc"] == results[0]["test"]["srcc"] and test_scorings == [run / "best.safetensors"]
+    assert saved.count("best.safetensors") == 1      # written once, at the end: not at epoch 2's validation peak
     last = load_checkpoint(run / "last.safetensors", stage=2)
     averaged = {k[len(TENSOR_PREFIX):]: v for k, v in last.extra_tensors.items() if k.startswith(TENSOR_PREFIX)}
     shipped = load_checkpoint(run / "best.safetensors", stage=2).model.state_dict()

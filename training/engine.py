@@ -331,6 +331,7 @@ class LoopPlan:
     checkpoint_every: int               # also saved at the last step
     best_metric: str                    # key of the validation dict that picks best.safetensors
     higher_is_better: bool = True
+    save_best: bool = True              # False: the best step is tracked, the caller writes the model
 
 
 def steps_for(epochs: int | None, steps: int | None, steps_per_epoch: int) -> int:
@@ -392,7 +393,8 @@ def fit(run: TrainingRun, plan: LoopPlan, batches: Iterable, step_fn: Callable[[
                               (value > state.best_metric if plan.higher_is_better else value < state.best_metric))
                     if better and not math.isnan(value):
                         state.best_metric, state.best_step = float(value), state.step
-                        run.save(run.best_path, with_optimizer=False)
+                        if plan.save_best:
+                            run.save(run.best_path, with_optimizer=False)
             if is_main and (final or state.step % plan.checkpoint_every == 0):
                 run.save(run.last_path)
     return state

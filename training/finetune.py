@@ -284,8 +284,10 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
         run.save(Path(run.run_dir) / f"epoch_{run.state.epoch:02d}.safetensors", with_optimizer=False)
         return {BEST_METRIC: float("nan")}
 
+    # --epoch-choice last: finish_round writes best.safetensors once, from the last epoch's weights
     plan = LoopPlan(total_steps=prepared.total_steps, steps_per_epoch=prepared.batches.steps_per_epoch,
-                    checkpoint_every=settings.checkpoint_every, best_metric=selection_metric(settings))
+                    checkpoint_every=settings.checkpoint_every, best_metric=selection_metric(settings),
+                    save_best=settings.epoch_choice == "validation" and not settings.train_on_all)
     loader = step_loader(prepared.batches, run.state.step, prepared.total_steps, settings.workers)
     with torch.autograd.set_grad_enabled(True):
         return fit(run, plan, loader, step_fn, snapshot if settings.train_on_all else validate, logger,
