@@ -47,7 +47,7 @@ LEVELS = ("features", "taps")
 class CacheError(PinetError):
     """An image of the cache could not be read, or a cache file is unusable (the message names it)."""
 
-STREAM_RANDOM_VIEW = 23          # step_rng stream of the random views' windows
+STREAM_RANDOM_VIEW = 24          # step_rng stream of the random views' windows (23: head_training's mix subset)
 TRAINABLE_STAGES = (0, 1, 2, 3)   # backbone stages --train-head-only --cache-level taps can train
 
 @dataclass(frozen=True)
@@ -175,8 +175,10 @@ def compute_parts(model, paths: Sequence[Path], prep: Preprocessing, layout: Cac
             image = load_image(path, prep)
             crops = make_crops(image, prep)
             views = [crops] if not layout.mirrored else [crops, crops[..., ::-1]]
-            views += [random_view_crops(np.asarray(image, dtype=np.uint8), prep, index, view, crops.shape[0])
-                      for view in range(layout.random_views)]
+            if layout.random_views:
+                pixels = np.asarray(image, dtype=np.uint8)
+                views += [random_view_crops(pixels, prep, index, view, crops.shape[0])
+                          for view in range(layout.random_views)]
         except (ImageDecodeError, ValueError) as err:
             raise CacheError(f"{path}: {err}") from None
         outputs = scorer.run(np.concatenate(views))

@@ -88,17 +88,10 @@ def fidelity_ranking_loss(predictions, targets, margin: float = 0.0, groups=None
         p_hat = torch.sigmoid(predicted_gap / RANK_TEMPERATURE)
     else:
         pair_spread = torch.sqrt(spreads[first][keep] ** 2 + spreads[second][keep] ** 2)
-        p, p_hat = normal_cdf(gap[keep] / pair_spread), normal_cdf(predicted_gap / pair_spread)
+        p, p_hat = torch.special.ndtr(gap[keep] / pair_spread), torch.special.ndtr(predicted_gap / pair_spread)
     eps = 1e-8
     loss = 1 - torch.sqrt(p * p_hat + eps) - torch.sqrt((1 - p) * (1 - p_hat) + eps)
     return loss.mean()
-
-
-def normal_cdf(x):
-    """Phi(x), the standard normal distribution function (a torch tensor in, one out)."""
-    import torch
-
-    return 0.5 * (1.0 + torch.erf(x / np.sqrt(2.0)))
 
 
 @dataclass(frozen=True)

@@ -165,23 +165,20 @@ class CaseInsensitiveFolder:
         return self.folder / (actual if actual is not None else name)
 
 
-def parse_float(text: object, where: Path, line: int | str) -> float:
-    """A label value as float, or an error naming the file and the line/row."""
+def parse_float(text: object, where: Path, line: int | str, column: str = "score") -> float:
+    """A label value as float, or an error naming the file, the line/row and the column."""
     try:
         value = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise DatasetError(where, f"line {line}: score {text!r} is not a number") from None
+        raise DatasetError(where, f"line {line}: {column} {text!r} is not a number") from None
     if value != value:  # NaN
-        raise DatasetError(where, f"line {line}: score is NaN")
+        raise DatasetError(where, f"line {line}: {column} is NaN")
     return value
 
 
 def parse_spread(text: object, where: Path, line: int | str) -> float:
     """A raters' standard deviation: a finite number >= 0, or an error naming the file and the line."""
-    try:
-        value = float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise DatasetError(where, f"line {line}: score_std {text!r} is not a number") from None
+    value = parse_float(text, where, line, "score_std")
     if not 0.0 <= value < float("inf"):
         raise DatasetError(where, f"line {line}: score_std {value!r} must be a finite number >= 0")
     return value
