@@ -278,7 +278,7 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
         return scores
 
     def snapshot() -> dict[str, float]:
-        # --train-on-all has no validation: keep each epoch's weights (epoch_NN.safetensors). The lr
+        # No validation (--train-on-all, --val-fraction 0): keep each epoch's weights (epoch_NN.safetensors). The lr
         # schedule and the batches are pure functions of the step, so epoch e of a longer run IS the
         # e-epoch model: a run started before the split rounds finish can ship their choice.
         run.save(Path(run.run_dir) / f"epoch_{run.state.epoch:02d}.safetensors", with_optimizer=False)
@@ -290,7 +290,7 @@ def train_round(prepared: PreparedRound, settings: FinetuneSettings):
                     save_best=settings.epoch_choice == "validation" and not settings.train_on_all)
     loader = step_loader(prepared.batches, run.state.step, prepared.total_steps, settings.workers)
     with torch.autograd.set_grad_enabled(True):
-        return fit(run, plan, loader, step_fn, snapshot if settings.train_on_all else validate, logger,
+        return fit(run, plan, loader, step_fn, validate if settings.validates else snapshot, logger,
                    settings.show_progress, collective.is_main, run.info.get("distributed"))
 
 
@@ -338,8 +338,9 @@ def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tupl
             joint = (f", {mix.name} validation references {result['val_mix_srcc']:.4f}" if settings.mix_val_refs
                      else "")
             how = "chosen on validation" if settings.epoch_choice == "validation" else "(the last: --epoch-choice last)"
-            say(f"round {round_index + 1}: epoch {result['chosen_epoch']} {how} "
-                f"(val SRCC {result['val_srcc']:.4f}{joint}); test SRCC {result['test']['srcc']:.4f}")
+            validation = f" (val SRCC {result['val_srcc']:.4f}{joint})" if settings.validates else " (no validation)"
+            say(f"round {round_index + 1}: epoch {result['chosen_epoch']} {how}{validation}; "
+                f"test SRCC {result['test']['srcc']:.4f}")
         if result["mix_test"] is not None:
             say(f"round {round_index + 1}: held-out {result['mix_test']['dataset']} "
                 f"({result['mix_test']['n']} images) SRCC {result['mix_test']['srcc']:.4f}")

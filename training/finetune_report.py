@@ -117,7 +117,7 @@ def finish_round(prepared, settings) -> dict:
         with run.evaluated_weights():
             run.save(run.best_path, with_optimizer=False)
         epoch, best_step = settings.epochs, run.state.step
-        validation = {} if settings.train_on_all else last_validation(prepared, settings.epochs)
+        validation = last_validation(prepared, settings.epochs) if settings.validates else {}
     else:
         validation = chosen_validation(prepared, selection_metric(settings))
         epoch = int(validation["epoch"])
@@ -175,9 +175,10 @@ def write_results(settings, dataset: IQADataset, rounds: list[dict]) -> tuple[Pa
     description = within_dataset_description(dataset, len(rounds), val_fraction=settings.val_fraction)
     notes = tuple(dict.fromkeys(r["note"] for r in rounds if r["note"]))
     if settings.epoch_choice == "last":
+        monitor = "validation only monitors" if settings.validates else "no validation part"
         description = replace(description, epoch_selection=(
-            f"none: the last epoch ({settings.epochs}) is the model, a rule fixed before training (validation "
-            "only monitors); test evaluated once on it"))
+            f"none: the last epoch ({settings.epochs}) is the model, a rule fixed before training ({monitor}); "
+            "test evaluated once on it"))
     elif settings.mix_val_refs:
         description = replace(description, epoch_selection=(
             f"best mean of the validation SRCC and the SRCC of {settings.mix_val_refs} {settings.mix_dataset} "

@@ -80,6 +80,11 @@ class FinetuneSettings:
     mix_val_refs: int = 0                  # > 0: mix training refs moved to validation; the epoch is chosen jointly
     epoch_choice: str = "validation"       # validation: its best epoch ships; last: the last (validation monitors)
 
+    @property
+    def validates(self) -> bool:
+        """Whether each epoch is scored on a validation part (not with --train-on-all or --val-fraction 0)."""
+        return not self.train_on_all and self.val_fraction > 0
+
 
 def dataset_fingerprint(dataset: IQADataset) -> str:
     """Hash of (sample id, score) pairs: a resume on different data is refused."""
@@ -189,8 +194,11 @@ def check_settings(settings: FinetuneSettings) -> None:
         raise FinetuneError(f"--loss must be one of {', '.join(LOSSES)}, got {settings.loss!r}")
     if min(settings.lr_backbone, settings.lr_head) <= 0 or settings.weight_decay < 0 or settings.workers < 0:
         raise FinetuneError("learning rates must be > 0, --weight-decay and --workers >= 0")
-    if not 0 < settings.val_fraction < 1:
-        raise FinetuneError("--val-fraction must be between 0 and 1")
+    if not 0 <= settings.val_fraction < 1:
+        raise FinetuneError(f"--val-fraction must be in [0, 1), got {settings.val_fraction}")
+    if not settings.validates and not settings.train_on_all and settings.epoch_choice != "last":
+        raise FinetuneError("--val-fraction 0 leaves no validation part to choose the epoch on: add "
+                            "--epoch-choice last (the last epoch is the model, fixed before training)")
     if settings.backbone_init not in ("auto", "imagenet", "random"):
         raise FinetuneError("--backbone-init must be auto, imagenet or random")
     if (settings.mix_dataset is None) != (settings.mix_per_batch == 0):
@@ -226,6 +234,8 @@ def check_settings(settings: FinetuneSettings) -> None:
                             f"got {settings.mix_val_refs}")
     if settings.mix_val_refs and settings.mix_dataset is None:
         raise FinetuneError("--mix-val-refs holds out references of the --mix-dataset: it needs one")
+    if settings.mix_val_refs and not settings.train_on_all and not settings.val_fraction:
+        raise FinetuneError("--mix-val-refs helps choose the epoch, and --val-fraction 0 leaves no validation")
     if settings.mix_val_refs and settings.train_on_all:
         raise FinetuneError("--mix-val-refs helps choose the epoch, and --train-on-all has no validation: "
                             "train the final model with the epoch the split rounds chose")

@@ -71,16 +71,17 @@ def _indices(groups: dict[str, list[int]], names: Sequence[str]) -> tuple[int, .
 
 def make_split(dataset: IQADataset, seed: int, test_fraction: float = DEFAULT_TEST_FRACTION,
                val_fraction: float = DEFAULT_VAL_FRACTION) -> Split:
-    """One seeded train/val/test split of ``dataset`` by content group."""
-    if not (0 < test_fraction < 1 and 0 < val_fraction < 1):
-        raise ValueError("test_fraction and val_fraction must be between 0 and 1")
+    """One seeded train/val/test split of ``dataset`` by content group. ``val_fraction`` 0 leaves no
+    validation part (the whole training part trains); the test part depends on the seed only."""
+    if not (0 < test_fraction < 1 and 0 <= val_fraction < 1):
+        raise ValueError("test_fraction must be between 0 and 1, val_fraction in [0, 1)")
     groups = _group_indices(dataset)
     if len(groups) < 3:
         raise ValueError(f"{dataset.name} has {len(groups)} content group(s); a train/val/test split needs >= 3")
     order = _shuffled_groups(dataset, seed)
     n_test = _portion(len(order), test_fraction)
     test, rest = order[:n_test], order[n_test:]
-    n_val = _portion(len(rest), val_fraction)
+    n_val = _portion(len(rest), val_fraction) if val_fraction else 0
     val, train = rest[:n_val], rest[n_val:]
     return Split(dataset.name, dataset.name, seed, _indices(groups, train), _indices(groups, val),
                  _indices(groups, test))
@@ -158,9 +159,10 @@ class ProtocolDescription:
 
     def summary_line(self) -> str:
         if self.kind == "within":
+            validation = (f"validation = {self.val_fraction:.0%} of the training {self.split_unit} groups"
+                          if self.val_fraction else "no validation part (the whole training part trains)")
             return (f"{self.rounds} rounds on {self.train_dataset}: random {1 - self.test_fraction:.0%}/"
-                    f"{self.test_fraction:.0%} train/test split by {self.split_unit}, validation = "
-                    f"{self.val_fraction:.0%} of the training {self.split_unit} groups.")
+                    f"{self.test_fraction:.0%} train/test split by {self.split_unit}, {validation}.")
         return (f"{self.rounds} rounds: train on {self.train_dataset} (validation = {self.val_fraction:.0%} "
                 f"of its {self.split_unit} groups), test on all of {', '.join(self.test_datasets)}.")
 

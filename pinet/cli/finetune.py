@@ -146,7 +146,8 @@ def finetune(
     resize_short_side: str = typer.Option("auto", "--resize-short-side", help="auto (the dataset's suggestion, "
                                           "e.g. KonIQ 384 = 512x384; native otherwise), native, or pixels"),
     val_fraction: float = typer.Option(0.15, "--val-fraction", help="Validation share of the training groups "
-                                       "(chooses the epoch; never the test split)"),
+                                       "(chooses the epoch; never the test split). 0: no validation part, the "
+                                       "whole training part trains (needs --epoch-choice last)"),
     seed: int = typer.Option(0, "--seed", help="Training seed (round r uses seed + r)"),
     split_seed: int = typer.Option(0, "--split-seed", help="Split seed (round r uses split-seed + r)"),
     rounds: int = typer.Option(1, "--rounds", help="Rounds of random 80/20 splits; median/mean reported"),
