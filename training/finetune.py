@@ -71,6 +71,15 @@ def primary_split(settings: FinetuneSettings, dataset: IQADataset, round_index: 
     return round_split(dataset, round_index, settings.split_seed, settings.val_fraction)
 
 
+def primary_loss_description(settings: FinetuneSettings) -> str:
+    """The primary set's loss in words, as the checkpoint records it."""
+    terms = [f"{settings.loss} on the normalised score"]
+    if settings.rank_weight:
+        targets = " (Thurstone targets from the raters' spread)" if settings.rank_targets == "thurstone" else ""
+        terms.append(f"{settings.rank_weight:g} x fidelity ranking{targets}")
+    return " + ".join(terms)
+
+
 def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: int,
                   mix: IQADataset | None = None) -> PreparedRound:
     """Model, optimizer, split and batches of one round; resumes from its last.safetensors if asked."""
@@ -158,10 +167,7 @@ def prepare_round(settings: FinetuneSettings, dataset: IQADataset, round_index: 
                     "note": split.note, "test_ids": [sample_id(dataset.samples[i], dataset) for i in split.split.test],
                     "n_train": len(split.split.train), "n_val": len(split.split.val), "n_test": len(split.split.test)}
     compared = compared_settings(settings, model.config.variant, dataset, mix, init_info, seed, round_index)
-    datasets = [dataset_record(dataset, "primary", f"{settings.loss} on the normalised score"
-                               + (f" + {settings.rank_weight:g} x fidelity ranking" if settings.rank_weight else "")
-                               + (" (Thurstone targets from the raters' spread)" if settings.rank_targets == "thurstone"
-                                  else ""),
+    datasets = [dataset_record(dataset, "primary", primary_loss_description(settings),
                                normalised_range=[0.0, 1.0], include_anchors=settings.include_anchors)]
     if mix is not None:
         datasets.append(dataset_record(mix, "mix", f"{settings.mix_weight:g} x fidelity ranking within this set only "
