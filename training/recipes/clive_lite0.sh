@@ -64,6 +64,11 @@ MIX_VAL_REFS=${MIX_VAL_REFS:-0}
 # validation: 0.795 / 0.843); S=12 + validation (reading A): 0.794 / 0.835 (docs/experiments.md "Run S").
 SWA_START_EPOCH=${SWA_START_EPOCH:-12}
 EPOCH_CHOICE=${EPOCH_CHOICE:-last}
+# VAL_FRACTION: the share of each split's training part held out to validate. With EPOCH_CHOICE=last it
+# only monitors, so since 2026-12-01 it is 0: each split trains on its whole 80% (744 photos), as the
+# shipped model trains on all 930 with no validation part (run NV of docs/experiments.md; the same test
+# parts as with 0.15). Run S, the figures before, used 0.15 (632 training photos per split).
+VAL_FRACTION=${VAL_FRACTION:-$([ "$EPOCH_CHOICE" = last ] && echo 0 || echo 0.15)}
 COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side 384
         --train-head-only --cache-level taps --fresh-head --feature-cache "$RUNS/taps_cache"
         --mix-dataset synthetic --mix-root "$RUNS/synth" --mix-per-batch 12 --mix-train-images 400
@@ -73,14 +78,15 @@ COMMON=(--dataset clive --root "$CLIVE" --init "$SYNTH_INIT" --resize-short-side
         --workers 0 --threads 1 --no-progress)
 
 # 2. Ten seeded 80/20 splits of the 930 photos (anchors left out); the model is the last epoch
-#    (EPOCH_CHOICE=last) or the epoch chosen on the validation part (15% of each training part); the
-#    test part is scored once. Two processes
+#    (EPOCH_CHOICE=last, trained on the whole training part) or the epoch chosen on the validation part
+#    (15% of each training part); the test part is scored once. Two processes
 #    (one per core): rounds 1-5 and rounds 6-10 (round r uses split seed and training seed r-1).
 split_half() {  # OUT FIRST_SEED
     local resume=()
     [ -d "$1" ] && resume=(--resume)
     pinet train finetune "${COMMON[@]}" --seed "$2" --split-seed "$2" --out "$1" --rounds 5 --epochs "$SPLIT_EPOCHS" \
-        --mix-val-refs "$MIX_VAL_REFS" --swa-start-epoch "$SWA_START_EPOCH" --epoch-choice "$EPOCH_CHOICE" "${resume[@]}"
+        --mix-val-refs "$MIX_VAL_REFS" --swa-start-epoch "$SWA_START_EPOCH" --epoch-choice "$EPOCH_CHOICE" \
+        --val-fraction "$VAL_FRACTION" "${resume[@]}"
 }
 # The cache is built once: the second half starts when the first has written all of its descriptors
 # (CLIVE, synth held-out, synth train, + synth validation with MIX_VAL_REFS), so it never has two writers.
