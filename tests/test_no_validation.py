@@ -41,7 +41,8 @@ def test_no_validation_trains_on_train_and_val_and_tests_the_same_part(replica, 
 
     monkeypatch.setattr(finetune, "validation_metrics", no_validation)
     run = tmp_path / "run"
-    results, results_json = finetune.run_finetune(_settings(replica, run), lambda _: None)
+    said = []
+    results, results_json = finetune.run_finetune(_settings(replica, run), said.append)
 
     dataset = load_dataset("csv", replica, csv_scale=SCALE)
     with_validation = round_split(dataset, 0, split_seed=4, val_fraction=0.25).split
@@ -65,6 +66,8 @@ def test_no_validation_trains_on_train_and_val_and_tests_the_same_part(replica, 
                             for k in averaged)
     assert any(not torch.equal(shipped[k], last.model.state_dict()[k]) for k in averaged)   # not the raw weights
 
+    assert f"round 1: epoch 2 (the last: --epoch-choice last; no validation part); test SRCC " \
+           f"{results[0]['test']['srcc']:.4f}" in said
     report = (run / "results.md").read_text()
     assert "no validation part" in report and "0/" + str(len(with_validation.test)) in report
     assert json.loads(results_json.read_text())["rounds"][0]["n_val"] == 0

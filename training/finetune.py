@@ -343,8 +343,9 @@ def run_finetune(settings: FinetuneSettings, say: Callable[[str], None]) -> tupl
         if result["test"] is not None:
             joint = (f", {mix.name} validation references {result['val_mix_srcc']:.4f}" if settings.mix_val_refs
                      else "")
-            how = "chosen on validation" if settings.epoch_choice == "validation" else "(the last: --epoch-choice last)"
-            validation = f" (val SRCC {result['val_srcc']:.4f}{joint})" if settings.validates else " (no validation)"
+            how = ("chosen on validation" if settings.epoch_choice == "validation" else
+                   "(the last: --epoch-choice last" + (")" if settings.validates else "; no validation part)"))
+            validation = f" (val SRCC {result['val_srcc']:.4f}{joint})" if settings.validates else ""
             say(f"round {round_index + 1}: epoch {result['chosen_epoch']} {how}{validation}; "
                 f"test SRCC {result['test']['srcc']:.4f}")
         if result["mix_test"] is not None:
