@@ -40,6 +40,7 @@ def test_carving_every_training_reference_is_refused(synthetic):
     (dict(mix_val_refs=-1), "--mix-val-refs must be >= 0"),
     (dict(mix_val_refs=1, mix_dataset=None, mix_per_batch=0), "needs one"),
     (dict(mix_val_refs=1, train_on_all=True), "--train-on-all has no validation"),
+    (dict(mix_val_refs=1, val_fraction=0.0, epoch_choice="last"), "--val-fraction 0 leaves no validation$"),
 ])
 def test_mix_val_refs_options_are_checked(clive_like, synthetic, mixed_sets, tmp_path, changes, message):
     from pinet_training.finetune import FinetuneError, check_settings

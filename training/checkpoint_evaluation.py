@@ -207,7 +207,8 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path) -> tuple[Path,
     description = ProtocolDescription(
         kind="cross" if evaluation.split == "all" else "within", train_dataset=train_name,
         test_datasets=(evaluation.test_dataset,), rounds=1, split_unit="image or reference content",
-        test_fraction=None if evaluation.split == "all" else 0.2, val_fraction=math.nan if s.get("val_fraction") is None else s["val_fraction"])
+        test_fraction=None if evaluation.split == "all" else 0.2,
+        val_fraction=math.nan if s.get("val_fraction") is None else s["val_fraction"])
     description = replace(description, notes=(
         f"`pinet eval` of {evaluation.checkpoint}: trained on {train_name}, tested on {evaluation.test_dataset} "
         f"({s.get('dataset_root')}), split `{evaluation.split}`"

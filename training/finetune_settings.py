@@ -196,7 +196,7 @@ def check_settings(settings: FinetuneSettings) -> None:
         raise FinetuneError("learning rates must be > 0, --weight-decay and --workers >= 0")
     if not 0 <= settings.val_fraction < 1:
         raise FinetuneError(f"--val-fraction must be in [0, 1), got {settings.val_fraction}")
-    if not settings.validates and not settings.train_on_all and settings.epoch_choice != "last":
+    if settings.val_fraction == 0 and not settings.train_on_all and settings.epoch_choice != "last":
         raise FinetuneError("--val-fraction 0 leaves no validation part to choose the epoch on: add "
                             "--epoch-choice last (the last epoch is the model, fixed before training)")
     if settings.backbone_init not in ("auto", "imagenet", "random"):
@@ -234,11 +234,10 @@ def check_settings(settings: FinetuneSettings) -> None:
                             f"got {settings.mix_val_refs}")
     if settings.mix_val_refs and settings.mix_dataset is None:
         raise FinetuneError("--mix-val-refs holds out references of the --mix-dataset: it needs one")
-    if settings.mix_val_refs and not settings.train_on_all and not settings.val_fraction:
-        raise FinetuneError("--mix-val-refs helps choose the epoch, and --val-fraction 0 leaves no validation")
-    if settings.mix_val_refs and settings.train_on_all:
-        raise FinetuneError("--mix-val-refs helps choose the epoch, and --train-on-all has no validation: "
-                            "train the final model with the epoch the split rounds chose")
+    if settings.mix_val_refs and not settings.validates:
+        raise FinetuneError("--mix-val-refs helps choose the epoch, and " + (
+            "--train-on-all has no validation: train the final model with the epoch the split rounds chose"
+            if settings.train_on_all else "--val-fraction 0 leaves no validation"))
     if settings.mix_eval_max_images < 1:
         raise FinetuneError("--mix-eval-max-images must be >= 1")
     if settings.eval_engine not in ("torch", "onnx"):
