@@ -65,6 +65,15 @@ def test_cross_dataset_split_tests_on_all_of_b():
     assert len(split.train) + len(split.val) == len(a)
 
 
+def test_cross_dataset_split_without_validation_trains_on_all_of_a():
+    a, b = _dataset("a", 30, 2, "synthetic"), _dataset("b", 50, 1, "authentic")
+    split = cross_dataset_split(a, b, seed=3, val_fraction=0)
+    assert split.val == () and split.train == tuple(range(len(a)))
+    assert split.test == tuple(range(len(b)))
+    with pytest.raises(ValueError, match="val_fraction"):
+        cross_dataset_split(a, b, seed=3, val_fraction=1)
+
+
 def test_chosen_epoch_is_the_validation_best_not_the_test_best():
     # planted curves: validation peaks at epoch 4, test peaks at epoch 7
     val = [0.50, 0.60, 0.70, 0.80, 0.85, 0.84, 0.83, 0.82, 0.80, 0.79]

@@ -95,12 +95,15 @@ def make_rounds(dataset: IQADataset, rounds: int = 10, base_seed: int = 0,
 
 def cross_dataset_split(train_dataset: IQADataset, test_dataset: IQADataset, seed: int,
                         val_fraction: float = DEFAULT_VAL_FRACTION) -> Split:
-    """Train/val from ``train_dataset``'s groups; the test split is every sample of ``test_dataset``."""
+    """Train/val from ``train_dataset``'s groups; the test split is every sample of ``test_dataset``.
+    ``val_fraction`` 0 leaves no validation part, as in :func:`make_split`."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError("val_fraction must be in [0, 1)")
     groups = _group_indices(train_dataset)
-    if len(groups) < 2:
+    if val_fraction and len(groups) < 2:
         raise ValueError(f"{train_dataset.name} needs >= 2 content groups to carve a validation split")
     order = _shuffled_groups(train_dataset, seed)
-    n_val = _portion(len(order), val_fraction)
+    n_val = _portion(len(order), val_fraction) if val_fraction else 0
     return Split(train_dataset.name, test_dataset.name, seed, _indices(groups, order[n_val:]),
                  _indices(groups, order[:n_val]), tuple(range(len(test_dataset))))
 
