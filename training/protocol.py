@@ -65,6 +65,11 @@ def _portion(count: int, fraction: float) -> int:
     return min(max(1, round(count * fraction)), count - 1)
 
 
+def _validation_portion(count: int, fraction: float) -> int:
+    """Validation groups: none at fraction 0 (the whole training part trains), else a portion."""
+    return _portion(count, fraction) if fraction else 0
+
+
 def _indices(groups: dict[str, list[int]], names: Sequence[str]) -> tuple[int, ...]:
     return tuple(sorted(i for name in names for i in groups[name]))
 
@@ -81,7 +86,7 @@ def make_split(dataset: IQADataset, seed: int, test_fraction: float = DEFAULT_TE
     order = _shuffled_groups(dataset, seed)
     n_test = _portion(len(order), test_fraction)
     test, rest = order[:n_test], order[n_test:]
-    n_val = _portion(len(rest), val_fraction) if val_fraction else 0
+    n_val = _validation_portion(len(rest), val_fraction)
     val, train = rest[:n_val], rest[n_val:]
     return Split(dataset.name, dataset.name, seed, _indices(groups, train), _indices(groups, val),
                  _indices(groups, test))
@@ -103,7 +108,7 @@ def cross_dataset_split(train_dataset: IQADataset, test_dataset: IQADataset, see
     if val_fraction and len(groups) < 2:
         raise ValueError(f"{train_dataset.name} needs >= 2 content groups to carve a validation split")
     order = _shuffled_groups(train_dataset, seed)
-    n_val = _portion(len(order), val_fraction) if val_fraction else 0
+    n_val = _validation_portion(len(order), val_fraction)
     return Split(train_dataset.name, test_dataset.name, seed, _indices(groups, order[n_val:]),
                  _indices(groups, order[:n_val]), tuple(range(len(test_dataset))))
 
