@@ -44,7 +44,7 @@ MIX_WEIGHT=${MIX_WEIGHT:-0.5}
 # SPLIT_EPOCHS=16 is run G (a finished run's folders train on with a larger value: --resume).
 # LR_COSINE_EPOCHS=12 SPLIT_EPOCHS=12: both lrs on a half cosine to 0 over 12 epochs, run H (worse than
 # G24 on both aims); 0 keeps them constant. LR_BACKBONE: 7e-5 since 2026-12-01, run NL (10 splits: CLIVE
-# test median 0.8045, synthetic held-out median 0.856, both targets); 1e-4 is run NV (0.7984 / 0.843) and
+# test median 0.8045, synthetic held-out median 0.856, both targets); 1e-4 is run NV (0.809 / 0.8485) and
 # run S before it; 5e-5 is run I (steadier synthetic figure, lower CLIVE: not better than G24).
 # BACKBONE_WARMUP_EPOCHS=W raises the backbone's lr from 0 over W epochs (run W, 2 splits: no gain; 0: off).
 LAST_STAGES=${LAST_STAGES:-2}
